@@ -1,0 +1,538 @@
+//! Configuration: one table of settings read from the environment, flags or JSON.
+//!
+//! The binary, the C ABI and the Go package all resolve settings here, so precedence and
+//! validation exist once. Precedence: default < environment < explicit (flag or JSON key).
+//! Each environment key `K` is read as `GOBUILDCACHE_K` first, then `K`; a variable set to the
+//! empty string counts as unset (so an empty prefixed variable falls through), as in the Go
+//! original.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// Where the shared copy of the cache lives. `Disk` means local-only (the original's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Disk,
+    S3,
+    Gcs,
+}
+
+/// How concurrent fetches of one ActionID are deduplicated across processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockType {
+    Fslock,
+    Memory,
+    Noop,
+}
+
+/// Resolved settings. Build one with [`Config::from_env`], [`Config::builder`] or
+/// [`Config::default`]; the binary and the C ABI use the builder.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub backend: BackendKind,
+    pub cache_dir: PathBuf,
+    /// Defaults to `<cache_dir>/locks` when unset.
+    pub lock_dir: Option<PathBuf>,
+    pub lock_type: LockType,
+    pub s3_bucket: String,
+    pub s3_prefix: String,
+    pub gcs_bucket: String,
+    pub gcs_prefix: String,
+    pub debug: bool,
+    pub stats: bool,
+    pub stats_json: Option<PathBuf>,
+    pub compression: bool,
+    pub async_backend: bool,
+    pub read_only: bool,
+    pub error_rate: f64,
+    /// Soft cap on the local tier in bytes; trimming removes least recently used bodies.
+    pub max_size: u64,
+    /// How long `close` waits for pending uploads.
+    pub close_timeout: Duration,
+    /// Where each non-default value came from (`"flag -cache-dir"`, `"GOBUILDCACHE_CACHE_DIR"`),
+    /// so later errors (an unwritable dir) name the culprit.
+    origins: Vec<(&'static str, String)>,
+}
+
+/// One row of the settings table: the flag/JSON key and the environment key(s) it reads.
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static [&'static str],
+    pub help: &'static str,
+    pub is_bool: bool,
+}
+
+macro_rules! settings {
+    ($( $key:literal, [$($env:literal),*], $bool:literal, $help:literal; )*) => {
+        /// Every setting, in the order `help` lists them.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting { key: $key, env: &[$($env),*], help: $help, is_bool: $bool }, )*
+        ];
+    };
+}
+
+settings! {
+    "backend", ["BACKEND_TYPE", "BACKEND"], false, "remote tier: disk (local only), s3 or gcs [default: disk]";
+    "cache-dir", ["CACHE_DIR"], false, "local cache directory [default: user cache dir/gobuildcache]";
+    "lock-dir", ["LOCK_DIR"], false, "directory for cross-process fetch locks [default: CACHE_DIR/locks]";
+    "lock-type", ["LOCK_TYPE"], false, "fetch deduplication: fslock, memory or noop [default: fslock]";
+    "s3-bucket", ["S3_BUCKET"], false, "S3 bucket (S3 Express directory buckets end in --x-s3)";
+    "s3-prefix", ["S3_PREFIX"], false, "key prefix in the S3 bucket [default: gobuildcache/]";
+    "gcs-bucket", ["GCS_BUCKET"], false, "GCS bucket";
+    "gcs-prefix", ["GCS_PREFIX"], false, "object prefix in the GCS bucket [default: gobuildcache/]";
+    "debug", ["DEBUG"], true, "debug logging to stderr [default: false]";
+    "stats", ["PRINT_STATS"], true, "print statistics to stderr on exit [default: true]";
+    "stats-json", ["STATS_JSON"], false, "also write statistics as JSON to this file on exit";
+    "compression", ["COMPRESSION"], true, "compress objects sent to the remote [default: true]";
+    "async-backend", ["ASYNC_BACKEND"], true, "upload in the background [default: true]";
+    "read-only", ["READ_ONLY"], true, "never write to the remote (untrusted runs) [default: false]";
+    "error-rate", ["ERROR_RATE"], false, "fraction 0.0-1.0 of remote calls that fail on purpose (tests) [default: 0]";
+    "max-size", ["MAX_SIZE"], false, "local tier size cap, e.g. 10GiB, 500MB [default: 10GiB]";
+    "close-timeout", ["CLOSE_TIMEOUT"], false, "how long close waits for pending uploads, e.g. 30s [default: 30s]";
+}
+
+/// The prefix read before each plain environment key.
+pub const ENV_PREFIX: &str = "GOBUILDCACHE_";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::Disk,
+            cache_dir: default_cache_dir(),
+            lock_dir: None,
+            lock_type: LockType::Fslock,
+            s3_bucket: String::new(),
+            s3_prefix: "gobuildcache/".into(),
+            gcs_bucket: String::new(),
+            gcs_prefix: "gobuildcache/".into(),
+            debug: false,
+            stats: true,
+            stats_json: None,
+            compression: true,
+            async_backend: true,
+            read_only: false,
+            error_rate: 0.0,
+            max_size: 10 << 30,
+            close_timeout: Duration::from_secs(30),
+            origins: Vec::new(),
+        }
+    }
+}
+
+/// Collects explicit settings on top of the environment, then validates once.
+pub struct ConfigBuilder {
+    read_env: bool,
+    explicit: Vec<(String, String, String)>,
+}
+
+impl Config {
+    /// Defaults overlaid with the process environment.
+    pub fn from_env() -> Result<Config> {
+        Config::builder().env(true).build()
+    }
+
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            read_env: false,
+            explicit: Vec::new(),
+        }
+    }
+
+    /// The lock directory actually used.
+    pub fn lock_dir(&self) -> PathBuf {
+        self.lock_dir
+            .clone()
+            .unwrap_or_else(|| self.cache_dir.join("locks"))
+    }
+
+    /// Where a setting's value came from, for error messages: `"flag -cache-dir"`,
+    /// `"GOBUILDCACHE_CACHE_DIR"`, or `"default"`.
+    pub fn origin(&self, key: &str) -> &str {
+        self.origins
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, o)| o.as_str())
+            .unwrap_or("default")
+    }
+
+    /// The prefix of the configured remote, if any.
+    pub fn remote_prefix(&self) -> Option<&str> {
+        match self.backend {
+            BackendKind::Disk => None,
+            BackendKind::S3 => Some(&self.s3_prefix),
+            BackendKind::Gcs => Some(&self.gcs_prefix),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str, origin: String) -> Result<()> {
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.key == key)
+            .ok_or_else(|| Error::Config(format!("unknown setting {origin}")))?;
+        let bad = |why: &str| Error::Config(format!("invalid value {value:?} for {origin}: {why}"));
+        match setting.key {
+            "backend" => {
+                self.backend = match value.to_ascii_lowercase().as_str() {
+                    "disk" | "local" => BackendKind::Disk,
+                    "s3" => BackendKind::S3,
+                    "gcs" => BackendKind::Gcs,
+                    _ => return Err(bad("expected disk, s3 or gcs")),
+                }
+            }
+            "cache-dir" => {
+                self.cache_dir = non_empty_path(value).ok_or_else(|| bad("empty path"))?
+            }
+            "lock-dir" => {
+                self.lock_dir = Some(non_empty_path(value).ok_or_else(|| bad("empty path"))?)
+            }
+            "lock-type" => {
+                self.lock_type = match value.to_ascii_lowercase().as_str() {
+                    "fslock" | "fs" => LockType::Fslock,
+                    "memory" => LockType::Memory,
+                    "noop" => LockType::Noop,
+                    _ => return Err(bad("expected fslock, memory or noop")),
+                }
+            }
+            "s3-bucket" => self.s3_bucket = value.to_string(),
+            "s3-prefix" => self.s3_prefix = value.to_string(),
+            "gcs-bucket" => self.gcs_bucket = value.to_string(),
+            "gcs-prefix" => self.gcs_prefix = value.to_string(),
+            "debug" => self.debug = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
+            "stats" => self.stats = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
+            "stats-json" => self.stats_json = non_empty_path(value),
+            "compression" => self.compression = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
+            "async-backend" => {
+                self.async_backend = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?
+            }
+            "read-only" => self.read_only = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
+            "error-rate" => {
+                self.error_rate = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| bad("expected a number from 0.0 to 1.0"))?
+            }
+            "max-size" => {
+                self.max_size = parse_size(value)
+                    .ok_or_else(|| bad("expected a size such as 10GiB, 500MB or 1048576"))?
+            }
+            "close-timeout" => {
+                self.close_timeout = humantime::parse_duration(value.trim())
+                    .map_err(|_| bad("expected a duration such as 30s or 2m"))?
+            }
+            other => unreachable!("setting {other} has no parser"),
+        }
+        self.origins.push((setting.key, origin));
+        Ok(())
+    }
+
+    /// Settings that can only be checked together.
+    fn validate(&self) -> Result<()> {
+        match self.backend {
+            BackendKind::Disk => {}
+            BackendKind::S3 | BackendKind::Gcs => {
+                let (bucket, key) = match self.backend {
+                    BackendKind::S3 => (&self.s3_bucket, "s3-bucket"),
+                    _ => (&self.gcs_bucket, "gcs-bucket"),
+                };
+                if bucket.is_empty() {
+                    return Err(Error::Config(format!(
+                        "backend {} (from {}) needs a bucket: set -{key} or {}",
+                        self.backend.name(),
+                        self.origin("backend"),
+                        env_name(key),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Disk => "disk",
+            BackendKind::S3 => "s3",
+            BackendKind::Gcs => "gcs",
+        }
+    }
+}
+
+impl ConfigBuilder {
+    /// Also read the `GOBUILDCACHE_*` / plain environment variables (below explicit values).
+    pub fn env(mut self, read: bool) -> Self {
+        self.read_env = read;
+        self
+    }
+
+    /// An explicit setting from a command-line flag: `key` is the flag name without dashes.
+    pub fn flag(mut self, key: &str, value: &str) -> Self {
+        self.explicit
+            .push((key.to_string(), value.to_string(), format!("flag -{key}")));
+        self
+    }
+
+    /// An explicit setting from a JSON config object (the C ABI and the Go package).
+    pub fn json(mut self, json: &str) -> Result<Self> {
+        if json.trim().is_empty() {
+            return Ok(self);
+        }
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::Config(format!("config JSON is invalid: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::Config("config JSON must be an object".into()))?;
+        for (k, v) in obj {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Null => continue,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "config JSON key {k:?}: expected a string, number or boolean"
+                    )))
+                }
+            };
+            self.explicit
+                .push((k.clone(), s, format!("config key {k:?}")));
+        }
+        Ok(self)
+    }
+
+    pub fn build(self) -> Result<Config> {
+        self.build_with_env(&|k| std::env::var(k).ok())
+    }
+
+    /// As [`build`](Self::build), with the environment given as a lookup function (tests).
+    pub fn build_with_env(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+        let mut cfg = Config::default();
+        if self.read_env {
+            for setting in SETTINGS {
+                if let Some((var, value)) = read_env(setting.env, lookup) {
+                    cfg.set(setting.key, &value, var)?;
+                }
+            }
+        }
+        for (key, value, origin) in self.explicit {
+            cfg.set(&key, &value, origin)?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// First non-empty of `GOBUILDCACHE_K`, then `K`, for each key in order.
+fn read_env(keys: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    keys.iter()
+        .flat_map(|k| [format!("{ENV_PREFIX}{k}"), k.to_string()])
+        .find_map(|var| lookup(&var).filter(|v| !v.is_empty()).map(|v| (var, v)))
+}
+
+/// The prefixed environment name of a setting, for messages.
+pub fn env_name(key: &str) -> String {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .map(|s| format!("{ENV_PREFIX}{}", s.env[0]))
+        .unwrap_or_default()
+}
+
+const BOOL_HELP: &str = "expected true/false, 1/0, yes/no or on/off";
+
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
+        "0" | "false" | "f" | "no" | "n" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `1048576`, `500MB`, `10GiB`, `1.5G` (bare K/M/G/T are binary, as `du` and Go's tools use them).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "tb" => 1e12,
+        _ => return None,
+    };
+    let bytes = num * mult;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+fn non_empty_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+/// `$XDG_CACHE_HOME/gobuildcache`, `~/.cache/gobuildcache`, `~/Library/Caches/gobuildcache`,
+/// else the temp dir: the same places Go's own `os.UserCacheDir` uses.
+pub fn default_cache_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let base = if cfg!(target_os = "macos") {
+        env("HOME").map(|h| h.join("Library/Caches"))
+    } else if cfg!(windows) {
+        env("LocalAppData")
+    } else {
+        env("XDG_CACHE_HOME")
+            .filter(|p| p.is_absolute())
+            .or_else(|| env("HOME").map(|h| h.join(".cache")))
+    };
+    base.filter(|p| p.is_absolute())
+        .unwrap_or_else(std::env::temp_dir)
+        .join("gobuildcache")
+}
+
+/// Makes a relative path absolute against the current directory: DiskPath must be absolute.
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io_path("resolving", p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn build(env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut b = Config::builder().env(true);
+        for (k, v) in flags {
+            b = b.flag(k, v);
+        }
+        b.build_with_env(&|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = build(&[], &[]).unwrap();
+        assert_eq!(c.backend, BackendKind::Disk);
+        assert_eq!(c.s3_prefix, "gobuildcache/");
+        assert!(c.stats && c.compression && c.async_backend && !c.read_only && !c.debug);
+        assert_eq!(c.max_size, 10 << 30);
+        assert_eq!(c.lock_type, LockType::Fslock);
+        assert!(c.cache_dir.ends_with("gobuildcache"));
+        assert_eq!(c.lock_dir(), c.cache_dir.join("locks"));
+    }
+
+    #[test]
+    fn prefixed_env_wins_and_empty_falls_through() {
+        let c = build(
+            &[("GOBUILDCACHE_CACHE_DIR", "/a"), ("CACHE_DIR", "/b")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/a"));
+        assert_eq!(c.origin("cache-dir"), "GOBUILDCACHE_CACHE_DIR");
+        let c = build(&[("GOBUILDCACHE_CACHE_DIR", ""), ("CACHE_DIR", "/b")], &[]).unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/b"));
+        // BACKEND_TYPE is read before BACKEND, whatever the prefix.
+        let c = build(
+            &[
+                ("BACKEND", "s3"),
+                ("BACKEND_TYPE", "disk"),
+                ("S3_BUCKET", "b"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.backend, BackendKind::Disk);
+        let c = build(&[("GOBUILDCACHE_PRINT_STATS", "false")], &[]).unwrap();
+        assert!(!c.stats);
+    }
+
+    #[test]
+    fn flags_beat_env() {
+        let c = build(
+            &[("GOBUILDCACHE_DEBUG", "false"), ("MAX_SIZE", "1GiB")],
+            &[("debug", "true"), ("max-size", "500MB")],
+        )
+        .unwrap();
+        assert!(c.debug);
+        assert_eq!(c.max_size, 500_000_000);
+        assert_eq!(c.origin("max-size"), "flag -max-size");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = build(&[("GOBUILDCACHE_ERROR_RATE", "abc")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("GOBUILDCACHE_ERROR_RATE") && e.contains("abc"),
+            "{e}"
+        );
+        let e = build(&[("ERROR_RATE", "1.5")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ERROR_RATE"), "{e}");
+        let e = build(&[], &[("backend", "ftp")]).unwrap_err().to_string();
+        assert!(e.contains("flag -backend") && e.contains("ftp"), "{e}");
+        let e = build(&[("GOBUILDCACHE_DEBUG", "maybe")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GOBUILDCACHE_DEBUG"), "{e}");
+        let e = build(&[("GOBUILDCACHE_BACKEND", "s3")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s3-bucket"), "{e}");
+        let e = build(&[], &[("no-such", "1")]).unwrap_err().to_string();
+        assert!(e.contains("no-such"), "{e}");
+    }
+
+    #[test]
+    fn json_keys_are_the_flag_names() {
+        let c = Config::builder()
+            .json(r#"{"cache-dir": "/x", "stats": false, "error-rate": 0.5, "s3-prefix": ""}"#)
+            .unwrap()
+            .build_with_env(&|_| None)
+            .unwrap();
+        assert_eq!(c.cache_dir, PathBuf::from("/x"));
+        assert!(!c.stats);
+        assert_eq!(c.error_rate, 0.5);
+        assert_eq!(c.s3_prefix, "");
+        assert!(Config::builder().json("[1]").is_err());
+        assert!(Config::builder().json("{").is_err());
+        let e = Config::builder()
+            .json(r#"{"stats": "perhaps"}"#)
+            .unwrap()
+            .build_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config key \"stats\""), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("10GiB"), Some(10 << 30));
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_size("10 parsecs"), None);
+    }
+}

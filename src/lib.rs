@@ -1,0 +1,71 @@
+//! gobuildcache: a build cache for the Go toolchain's `GOCACHEPROG` protocol.
+//!
+//! The library holds all the logic; the `gobuildcache` binary, the C ABI (`ffi/`) and the Go
+//! package (`go/`) are thin consumers. Data flows one way:
+//! go command → [`protocol`] → [`server`] → [`Cache`] → local disk tier → remote backend.
+//!
+//! ```
+//! use gobuildcache::{ActionId, Cache, Config, OutputId};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let config = Config::builder()
+//!     .flag("cache-dir", dir.path().to_str().unwrap())
+//!     .flag("stats", "false")
+//!     .build()?;
+//! let cache = Cache::open(config)?;
+//! let action = ActionId::from_bytes(&[7; 32])?;
+//! let body = b"compiled output";
+//! let put = cache.put_bytes(&action, &OutputId::of(body), body)?;
+//! let hit = cache.get(&action)?.expect("just stored");
+//! assert_eq!(hit.path, put.path);
+//! assert_eq!(std::fs::read(&hit.path).unwrap(), body);
+//! # Ok::<(), gobuildcache::Error>(())
+//! ```
+
+pub mod cache;
+pub mod config;
+mod error;
+pub mod ids;
+mod local;
+pub mod protocol;
+pub mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use cache::{Cache, PutWriter};
+pub use config::{BackendKind, Config, ConfigBuilder, LockType};
+pub use error::{Error, Result};
+pub use ids::{ActionId, OutputId};
+pub use local::TrimReport;
+pub use server::{serve, Ended};
+pub use stats::{Quantiles, StatsSnapshot};
+
+/// A cached output: where its body is on disk and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub output_id: OutputId,
+    /// Body size in bytes.
+    pub size: u64,
+    /// When the entry was first put.
+    pub time: SystemTime,
+    /// Absolute path of a file holding exactly the body; valid until the cache is closed.
+    pub path: PathBuf,
+}
+
+/// Sends `tracing` output to stderr: warnings only, or everything with `debug`.
+/// Safe to call more than once; only the first call takes effect.
+pub fn init_logging(debug: bool) {
+    let level = if debug {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

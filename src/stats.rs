@@ -1,0 +1,262 @@
+//! Counters and latency histograms, lock-free so the hot path only does atomic adds.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub gets: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub puts: AtomicU64,
+    pub put_errors: AtomicU64,
+    pub get_errors: AtomicU64,
+    /// Body bytes received by puts.
+    pub bytes_in: AtomicU64,
+    /// Body bytes of hits handed out.
+    pub bytes_out: AtomicU64,
+    pub corrupt_dropped: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub get_latency: Histogram,
+    pub put_latency: Histogram,
+}
+
+/// A point-in-time copy of the statistics, as printed and as written by `-stats-json`.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct StatsSnapshot {
+    pub gets: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub puts: u64,
+    pub put_errors: u64,
+    pub get_errors: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub corrupt_dropped: u64,
+    pub protocol_errors: u64,
+    pub get_latency: Quantiles,
+    pub put_latency: Quantiles,
+}
+
+/// Latency quantiles in microseconds (bucketed: each value is within ~10% of the truth).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Quantiles {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        StatsSnapshot {
+            gets: g(&self.gets),
+            hits: g(&self.hits),
+            misses: g(&self.misses),
+            puts: g(&self.puts),
+            put_errors: g(&self.put_errors),
+            get_errors: g(&self.get_errors),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            corrupt_dropped: g(&self.corrupt_dropped),
+            protocol_errors: g(&self.protocol_errors),
+            get_latency: self.get_latency.quantiles(),
+            put_latency: self.put_latency.quantiles(),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Two short lines for the end of a build log.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "gobuildcache: {} gets ({} hits, {} misses), {} puts, {} served, {} stored",
+            self.gets,
+            self.hits,
+            self.misses,
+            self.puts,
+            human_bytes(self.bytes_out),
+            human_bytes(self.bytes_in),
+        );
+        let problems = [
+            (self.corrupt_dropped, "corrupt entries dropped"),
+            (self.get_errors, "get errors"),
+            (self.put_errors, "put errors"),
+            (self.protocol_errors, "bad requests"),
+        ];
+        for (n, what) in problems {
+            if n > 0 {
+                s += &format!(", {n} {what}");
+            }
+        }
+        for (name, q) in [("get", &self.get_latency), ("put", &self.put_latency)] {
+            if q.count > 0 {
+                s += &format!(
+                    "\ngobuildcache: {name} latency p50 {} p90 {} p99 {} max {}",
+                    human_us(q.p50_us),
+                    human_us(q.p90_us),
+                    human_us(q.p99_us),
+                    human_us(q.max_us)
+                );
+            }
+        }
+        s
+    }
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn human_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// Log-linear histogram of microseconds: 8 sub-buckets per power of two.
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    max: AtomicU64,
+}
+
+const SUB: u32 = 3; // 2^3 sub-buckets
+const BUCKETS: usize = (64 - SUB as usize + 1) << SUB;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(v: u64) -> usize {
+    if v < (1 << SUB) {
+        return v as usize;
+    }
+    let exp = 63 - v.leading_zeros(); // >= SUB
+    let sub = (v >> (exp - SUB)) & ((1 << SUB) - 1);
+    (((exp - SUB + 1) << SUB) as u64 + sub) as usize
+}
+
+/// The largest value that falls in bucket `i`.
+fn bucket_upper(i: usize) -> u64 {
+    if i < (1 << SUB) {
+        return i as u64;
+    }
+    let exp = (i >> SUB) as u32 + SUB - 1;
+    let sub = (i & ((1 << SUB) - 1)) as u64;
+    let lower = (1u64 << exp) | (sub << (exp - SUB));
+    lower + (1u64 << (exp - SUB)) - 1
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.max.fetch_max(us, Relaxed);
+    }
+
+    pub fn quantiles(&self) -> Quantiles {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        let max = self.max.load(Relaxed);
+        let q = |frac: f64| {
+            if total == 0 {
+                return 0;
+            }
+            let rank = ((total as f64) * frac).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return bucket_upper(i).min(max);
+                }
+            }
+            max
+        };
+        Quantiles {
+            count: total,
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            max_us: max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_their_values() {
+        for v in (0..5000u64).chain([u64::MAX / 3, u64::MAX]) {
+            let b = bucket_of(v);
+            assert!(b < BUCKETS, "{v}");
+            assert!(bucket_upper(b) >= v, "{v} in {b}");
+            if b > 0 {
+                assert!(bucket_upper(b - 1) < v, "{v} in {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_are_close() {
+        let h = Histogram::default();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let q = h.quantiles();
+        assert_eq!(q.count, 1000);
+        assert_eq!(q.max_us, 1000);
+        assert!((500..=560).contains(&q.p50_us), "{q:?}");
+        assert!((990..=1000).contains(&q.p99_us), "{q:?}");
+        assert_eq!(Histogram::default().quantiles(), Quantiles::default());
+    }
+
+    #[test]
+    fn summary_is_short() {
+        let s = StatsSnapshot {
+            gets: 10,
+            hits: 7,
+            misses: 3,
+            bytes_out: 3 << 20,
+            corrupt_dropped: 1,
+            ..Default::default()
+        };
+        let text = s.summary();
+        assert!(text.contains("10 gets (7 hits, 3 misses)"), "{text}");
+        assert!(text.contains("3.0 MiB served"), "{text}");
+        assert!(text.contains("1 corrupt entries dropped"), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    }
+}
