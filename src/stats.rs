@@ -38,6 +38,8 @@ pub struct StatsSnapshot {
     pub protocol_errors: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
+    /// Peak resident memory of this process so far (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
 }
 
 /// Latency quantiles in microseconds (bucketed: each value is within ~10% of the truth).
@@ -70,8 +72,21 @@ impl Stats {
             protocol_errors: g(&self.protocol_errors),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
+            peak_rss_bytes: peak_rss_bytes(),
         }
     }
+}
+
+/// VmHWM from /proc: the high-water mark of resident memory.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl StatsSnapshot {
