@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: what the README's test command and CI run.
-# Needs: cargo, go (GOTOOLCHAIN=local is set by the tests themselves).
+# Unit tests, protocol fuzzing (bounded), and integration tests that run the real go
+# command with GOCACHEPROG pointing at the freshly built helper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo test (unit, protocol, real go builds)"
-cargo test --release --all-targets
-cargo test --release --doc
+command -v go >/dev/null || { echo "the tests need the go command (Go 1.24+)" >&2; exit 1; }
+
+echo "== cargo test (workspace: library, binary, real go builds)"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+if [ -f scripts/test-ffi.sh ]; then
+  echo "== C ABI and Go package"
+  bash scripts/test-ffi.sh
+fi
