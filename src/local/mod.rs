@@ -11,10 +11,12 @@
 //! ```
 //!
 //! Why a DiskPath stays valid while its process lives: every body handed out (by get or put)
-//! has an mtime no older than its process's start, because a put writes it then and a get
-//! touches it if it is older. Trim never deletes a body newer than the oldest live process's
-//! start, and the touch and trim's delete are serialised by `trim.lock`, so a body is either
-//! touched before trim looks at it or already gone (and then the get is a miss).
+//! has an mtime no older than [`GRACE`] before its process's start, because a put writes it
+//! then and a get touches it if it is older. Trim never deletes a body newer than `GRACE`
+//! before the oldest live process's start, and the touch and trim's delete are serialised by
+//! `trim.lock`, so a body is either touched before trim looks at it or already gone (and then
+//! the get is a miss). The grace keeps warm builds from writing: a body used in the last hour
+//! is not touched again (the same granularity as Go's own cache).
 
 mod record;
 mod trim;
@@ -44,12 +46,16 @@ pub(crate) enum Lookup {
     Corrupt(String),
 }
 
+/// LRU granularity; see the module doc.
+pub(crate) const GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub(crate) struct LocalTier {
     root: PathBuf,
     /// `root` as UTF-8 with a trailing separator, so a DiskPath is one string concat.
     root_str: String,
     owner: String,
-    started: SystemTime,
+    /// Bodies older than this are touched when handed out: this process's start - GRACE.
+    touch_before: SystemTime,
     /// Held (flock'ed) for this cache's lifetime; see the module doc.
     live: Mutex<Option<(File, PathBuf)>>,
     /// Shared flock around handing out a body. flock is per open file, so threads of this
@@ -78,7 +84,7 @@ impl LocalTier {
             root,
             root_str,
             owner,
-            started,
+            touch_before: started.checked_sub(GRACE).unwrap_or(started),
             live: Mutex::new(Some((live_file, live_path))),
             trim_lock: Mutex::new(trim_lock),
             tmp_seq: AtomicU64::new(0),
@@ -137,7 +143,12 @@ impl LocalTier {
                 rec.size
             )));
         }
-        if meta.modified().map(|m| m < self.started).unwrap_or(true) && !self.touch(&body)? {
+        if meta
+            .modified()
+            .map(|m| m < self.touch_before)
+            .unwrap_or(true)
+            && !self.touch(&body)?
+        {
             remove_quietly(&rec_path);
             return Ok(Lookup::Miss);
         }

@@ -141,7 +141,10 @@ fn trim_removes_least_recently_used_first() {
     old.close();
     for (i, e) in entries.iter().enumerate() {
         // Body 0 is the least recently used.
-        age(&e.path, Duration::from_secs(3600 * (10 - i as u64)));
+        age(
+            &e.path,
+            2 * GRACE + Duration::from_secs(60 * (10 - i as u64)),
+        );
     }
     let t = LocalTier::open(d.path(), 1000).unwrap();
     // Using body 0 makes it the most recently used.
@@ -162,6 +165,21 @@ fn trim_removes_least_recently_used_first() {
 }
 
 #[test]
+fn bodies_used_within_the_grace_are_not_touched_again() {
+    let d = tempfile::tempdir().unwrap();
+    let t = LocalTier::open(d.path(), u64::MAX).unwrap();
+    let e = put(&t, &aid(1), b"x");
+    age(&e.path, GRACE / 2);
+    let before = fs::metadata(&e.path).unwrap().modified().unwrap();
+    hit(&t, &aid(1));
+    assert_eq!(fs::metadata(&e.path).unwrap().modified().unwrap(), before);
+    age(&e.path, GRACE * 2);
+    hit(&t, &aid(1));
+    let after = fs::metadata(&e.path).unwrap().modified().unwrap();
+    assert!(after.elapsed().unwrap() < Duration::from_secs(60));
+}
+
+#[test]
 fn trim_never_removes_bodies_a_live_process_handed_out() {
     let d = tempfile::tempdir().unwrap();
     let live = LocalTier::open(d.path(), u64::MAX).unwrap();
@@ -175,7 +193,7 @@ fn trim_never_removes_bodies_a_live_process_handed_out() {
     // Once that process is gone and the bodies are old, they can go.
     live.close();
     for e in &entries {
-        age(&e.path, Duration::from_secs(3600));
+        age(&e.path, 2 * GRACE);
     }
     let r = trimmer.trim().unwrap();
     assert_eq!(r.bodies_removed, 3, "{r:?}");

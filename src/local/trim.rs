@@ -59,7 +59,7 @@ impl LocalTier {
         let (live, oldest_start) = self.live_owners(&mut report)?;
         let cutoff = oldest_start
             .unwrap_or_else(SystemTime::now)
-            .checked_sub(CLOCK_SLACK)
+            .checked_sub(super::GRACE + CLOCK_SLACK)
             .unwrap_or(SystemTime::UNIX_EPOCH);
 
         // Temp files of owners that are gone can only be leftovers of a crash.
