@@ -51,9 +51,57 @@ pub struct Config {
     pub max_size: u64,
     /// How long `close` waits for pending uploads.
     pub close_timeout: Duration,
+    /// With `-backend disk`: a directory shared as the remote tier (an NFS mount, say).
+    pub remote_dir: Option<PathBuf>,
+    pub aws: AwsSettings,
     /// Where each non-default value came from (`"flag -cache-dir"`, `"GOBUILDCACHE_CACHE_DIR"`),
     /// so later errors (an unwritable dir) name the culprit.
     origins: Vec<(&'static str, String)>,
+}
+
+/// S3 settings beyond bucket and prefix. Anything unset is left to the AWS SDK's default
+/// chain (environment, profiles, web identity / OIDC, instance metadata).
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub endpoint_url: Option<String>,
+    pub force_path_style: bool,
+}
+
+/// A credential: usable, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How a setting can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A flag taking a value.
+    Value,
+    /// A flag in Go's boolean syntax.
+    Bool,
+    /// Environment (prefixed form only) or JSON, never a flag: a credential on a command
+    /// line shows in `ps`; the plain `AWS_*` forms are the SDK's own to read.
+    Secret,
+    /// Environment or JSON only, both prefixed and plain forms.
+    EnvOnly,
 }
 
 /// One row of the settings table: the flag/JSON key and the environment key(s) it reads.
@@ -61,37 +109,53 @@ pub struct Setting {
     pub key: &'static str,
     pub env: &'static [&'static str],
     pub help: &'static str,
-    pub is_bool: bool,
+    pub kind: Kind,
+}
+
+impl Setting {
+    pub fn is_flag(&self) -> bool {
+        matches!(self.kind, Kind::Value | Kind::Bool)
+    }
 }
 
 macro_rules! settings {
-    ($( $key:literal, [$($env:literal),*], $bool:literal, $help:literal; )*) => {
+    ($( $key:literal, [$($env:literal),*], $kind:ident, $help:literal; )*) => {
         /// Every setting, in the order `help` lists them.
         pub const SETTINGS: &[Setting] = &[
-            $( Setting { key: $key, env: &[$($env),*], help: $help, is_bool: $bool }, )*
+            $( Setting { key: $key, env: &[$($env),*], help: $help, kind: Kind::$kind }, )*
         ];
     };
 }
 
 settings! {
-    "backend", ["BACKEND_TYPE", "BACKEND"], false, "remote tier: disk (local only), s3 or gcs [default: disk]";
-    "cache-dir", ["CACHE_DIR"], false, "local cache directory [default: user cache dir/gobuildcache]";
-    "lock-dir", ["LOCK_DIR"], false, "directory for cross-process fetch locks [default: CACHE_DIR/locks]";
-    "lock-type", ["LOCK_TYPE"], false, "fetch deduplication: fslock, memory or noop [default: fslock]";
-    "s3-bucket", ["S3_BUCKET"], false, "S3 bucket (S3 Express directory buckets end in --x-s3)";
-    "s3-prefix", ["S3_PREFIX"], false, "key prefix in the S3 bucket [default: gobuildcache/]";
-    "gcs-bucket", ["GCS_BUCKET"], false, "GCS bucket";
-    "gcs-prefix", ["GCS_PREFIX"], false, "object prefix in the GCS bucket [default: gobuildcache/]";
-    "debug", ["DEBUG"], true, "debug logging to stderr [default: false]";
-    "stats", ["PRINT_STATS"], true, "print statistics to stderr on exit [default: true]";
-    "stats-json", ["STATS_JSON"], false, "also write statistics as JSON to this file on exit";
-    "compression", ["COMPRESSION"], true, "compress objects sent to the remote [default: true]";
-    "async-backend", ["ASYNC_BACKEND"], true, "upload in the background [default: true]";
-    "read-only", ["READ_ONLY"], true, "never write to the remote (untrusted runs) [default: false]";
-    "error-rate", ["ERROR_RATE"], false, "fraction 0.0-1.0 of remote calls that fail on purpose (tests) [default: 0]";
-    "max-size", ["MAX_SIZE"], false, "local tier size cap, e.g. 10GiB, 500MB [default: 10GiB]";
-    "close-timeout", ["CLOSE_TIMEOUT"], false, "how long close waits for pending uploads, e.g. 30s [default: 30s]";
+    "backend", ["BACKEND_TYPE", "BACKEND"], Value, "remote tier: disk (local only), s3 or gcs [default: disk]";
+    "cache-dir", ["CACHE_DIR"], Value, "local cache directory [default: user cache dir/gobuildcache]";
+    "lock-dir", ["LOCK_DIR"], Value, "directory for cross-process fetch locks [default: CACHE_DIR/locks]";
+    "lock-type", ["LOCK_TYPE"], Value, "fetch deduplication: fslock, memory or noop [default: fslock]";
+    "s3-bucket", ["S3_BUCKET"], Value, "S3 bucket (S3 Express directory buckets end in --x-s3)";
+    "s3-prefix", ["S3_PREFIX"], Value, "key prefix in the S3 bucket [default: gobuildcache/]";
+    "gcs-bucket", ["GCS_BUCKET"], Value, "GCS bucket";
+    "gcs-prefix", ["GCS_PREFIX"], Value, "object prefix in the GCS bucket [default: gobuildcache/]";
+    "debug", ["DEBUG"], Bool, "debug logging to stderr [default: false]";
+    "stats", ["PRINT_STATS"], Bool, "print statistics to stderr on exit [default: true]";
+    "stats-json", ["STATS_JSON"], Value, "also write statistics as JSON to this file on exit";
+    "compression", ["COMPRESSION"], Bool, "compress objects sent to the remote [default: true]";
+    "async-backend", ["ASYNC_BACKEND"], Bool, "upload in the background [default: true]";
+    "read-only", ["READ_ONLY"], Bool, "never write to the remote (untrusted runs) [default: false]";
+    "error-rate", ["ERROR_RATE"], Value, "fraction 0.0-1.0 of remote calls that fail on purpose (tests) [default: 0]";
+    "max-size", ["MAX_SIZE"], Value, "local tier size cap, e.g. 10GiB, 500MB [default: 10GiB]";
+    "close-timeout", ["CLOSE_TIMEOUT"], Value, "how long close waits for pending uploads, e.g. 30s [default: 30s]";
+    "remote-dir", ["REMOTE_DIR"], Value, "with -backend disk: a directory shared as the remote tier (e.g. an NFS mount)";
+    "aws-region", ["AWS_REGION"], Secret, "S3 region (else the SDK's default chain)";
+    "aws-access-key-id", ["AWS_ACCESS_KEY_ID"], Secret, "static S3 credentials (else the SDK's default chain)";
+    "aws-secret-access-key", ["AWS_SECRET_ACCESS_KEY"], Secret, "static S3 credentials";
+    "aws-session-token", ["AWS_SESSION_TOKEN"], Secret, "static S3 session token";
+    "aws-endpoint-url-s3", ["AWS_ENDPOINT_URL_S3"], EnvOnly, "S3-compatible endpoint (MinIO, R2, Tigris, a test server)";
+    "aws-s3-use-path-style", ["AWS_S3_USE_PATH_STYLE"], EnvOnly, "path-style S3 addressing (most S3-compatible stores)";
 }
+
+/// Default key prefix in a shared store.
+pub const DEFAULT_PREFIX: &str = "gobuildcache/";
 
 /// The prefix read before each plain environment key.
 pub const ENV_PREFIX: &str = "GOBUILDCACHE_";
@@ -116,6 +180,8 @@ impl Default for Config {
             error_rate: 0.0,
             max_size: 10 << 30,
             close_timeout: Duration::from_secs(30),
+            remote_dir: None,
+            aws: AwsSettings::default(),
             origins: Vec::new(),
         }
     }
@@ -161,6 +227,7 @@ impl Config {
     /// The prefix of the configured remote, if any.
     pub fn remote_prefix(&self) -> Option<&str> {
         match self.backend {
+            BackendKind::Disk if self.remote_dir.is_some() => Some(DEFAULT_PREFIX),
             BackendKind::Disk => None,
             BackendKind::S3 => Some(&self.s3_prefix),
             BackendKind::Gcs => Some(&self.gcs_prefix),
@@ -224,6 +291,15 @@ impl Config {
                 self.close_timeout = humantime::parse_duration(value.trim())
                     .map_err(|_| bad("expected a duration such as 30s or 2m"))?
             }
+            "remote-dir" => self.remote_dir = non_empty_path(value),
+            "aws-region" => self.aws.region = non_empty(value),
+            "aws-access-key-id" => self.aws.access_key_id = non_empty(value).map(Secret),
+            "aws-secret-access-key" => self.aws.secret_access_key = non_empty(value).map(Secret),
+            "aws-session-token" => self.aws.session_token = non_empty(value).map(Secret),
+            "aws-endpoint-url-s3" => self.aws.endpoint_url = non_empty(value),
+            "aws-s3-use-path-style" => {
+                self.aws.force_path_style = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?
+            }
             other => unreachable!("setting {other} has no parser"),
         }
         self.origins.push((setting.key, origin));
@@ -232,6 +308,20 @@ impl Config {
 
     /// Settings that can only be checked together.
     fn validate(&self) -> Result<()> {
+        if self.remote_dir.is_some() && self.backend != BackendKind::Disk {
+            return Err(Error::Config(format!(
+                "remote-dir (from {}) is for -backend disk; backend {} has its own bucket",
+                self.origin("remote-dir"),
+                self.backend.name()
+            )));
+        }
+        let keys = [&self.aws.access_key_id, &self.aws.secret_access_key];
+        if keys.iter().filter(|k| k.is_some()).count() == 1 {
+            return Err(Error::Config(format!(
+                "static S3 credentials need both {ENV_PREFIX}AWS_ACCESS_KEY_ID and \
+                 {ENV_PREFIX}AWS_SECRET_ACCESS_KEY"
+            )));
+        }
         match self.backend {
             BackendKind::Disk => {}
             BackendKind::S3 | BackendKind::Gcs => {
@@ -314,7 +404,8 @@ impl ConfigBuilder {
         let mut cfg = Config::default();
         if self.read_env {
             for setting in SETTINGS {
-                if let Some((var, value)) = read_env(setting.env, lookup) {
+                let plain = setting.kind != Kind::Secret;
+                if let Some((var, value)) = read_env(setting.env, plain, lookup) {
                     cfg.set(setting.key, &value, var)?;
                 }
             }
@@ -328,9 +419,20 @@ impl ConfigBuilder {
 }
 
 /// First non-empty of `GOBUILDCACHE_K`, then `K`, for each key in order.
-fn read_env(keys: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+/// First non-empty of `GOBUILDCACHE_K`, then (if `plain`) `K`, for each key in order.
+fn read_env(
+    keys: &[&str],
+    plain: bool,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, String)> {
     keys.iter()
-        .flat_map(|k| [format!("{ENV_PREFIX}{k}"), k.to_string()])
+        .flat_map(|k| {
+            [
+                Some(format!("{ENV_PREFIX}{k}")),
+                plain.then(|| k.to_string()),
+            ]
+        })
+        .flatten()
         .find_map(|var| lookup(&var).filter(|v| !v.is_empty()).map(|v| (var, v)))
 }
 
@@ -375,6 +477,10 @@ pub fn parse_size(v: &str) -> Option<u64> {
     };
     let bytes = num * mult;
     (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 fn non_empty_path(v: &str) -> Option<PathBuf> {
@@ -522,6 +628,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("config key \"stats\""), "{e}");
+    }
+
+    #[test]
+    fn aws_credentials_are_prefixed_only_and_never_printed() {
+        let c = build(
+            &[
+                ("AWS_ACCESS_KEY_ID", "plain-is-for-the-sdk"),
+                ("GOBUILDCACHE_AWS_ACCESS_KEY_ID", "AKIDTEST"),
+                ("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY", "sekrit-value"),
+                ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000"),
+                ("AWS_S3_USE_PATH_STYLE", "true"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.aws.access_key_id.as_ref().unwrap().expose(), "AKIDTEST");
+        assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(c.aws.force_path_style);
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("sekrit") && !dbg.contains("AKIDTEST"),
+            "{dbg}"
+        );
+        let c = build(
+            &[("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")],
+            &[],
+        )
+        .unwrap();
+        assert!(
+            c.aws.access_key_id.is_none(),
+            "the SDK's default chain reads these"
+        );
+        let e = build(&[("GOBUILDCACHE_AWS_ACCESS_KEY_ID", "only-half")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SECRET_ACCESS_KEY") && !e.contains("only-half"),
+            "{e}"
+        );
     }
 
     #[test]

