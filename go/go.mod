@@ -1,0 +1,3 @@
+module github.com/gobuildcache/gobuildcache/go
+
+go 1.24
