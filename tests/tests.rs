@@ -7,3 +7,7 @@ mod util;
 mod cli;
 // Real `go build` / `go test` / `go vet` with GOCACHEPROG pointing at us.
 mod go_build;
+// A real S3 server (moto_server) for the S3 tests (harness).
+mod moto;
+// The S3 backend through the Backend trait, against moto_server.
+mod s3;

@@ -7,6 +7,7 @@
 
 pub mod disk;
 pub mod object;
+pub mod s3;
 pub mod wrap;
 
 use std::path::Path;

@@ -1,0 +1,317 @@
+//! A real S3 server on 127.0.0.1 for the tests: `moto_server`, one process per `Moto`,
+//! in-memory, killed on drop. Installed by `scripts/test-servers.sh`; a test that needs it
+//! fails (never skips) when it is missing.
+//!
+//! Only fake keys are used here (`testing`/`testing`); moto accepts any key unless started
+//! with [`Moto::start_with_auth`].
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gobuildcache::config::{AwsSettings, Secret};
+use gobuildcache::remote::s3::S3Backend;
+
+pub const ACCESS_KEY: &str = "testing";
+pub const SECRET_KEY: &str = "testing";
+pub const REGION: &str = "us-east-1";
+
+const HOW: &str = "moto_server is not on PATH: run `bash scripts/test-servers.sh` \
+                   (it installs the PyPI package moto[server])";
+
+pub struct Moto {
+    child: Option<Child>,
+    port: u16,
+    auth: bool,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `fut` to completion on a private runtime in its own thread, so the blocking helpers
+/// below work from plain and from `#[tokio::test]` code alike.
+pub fn block_on<F: Future + Send>(fut: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fut)
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+impl Moto {
+    /// Starts a server that accepts any credentials, and waits (bounded) until it answers.
+    pub fn start() -> Moto {
+        Moto::launch(false)
+    }
+
+    /// Starts a server that checks credentials against its own (empty) IAM, so every request,
+    /// whatever its keys, is refused with 403. For "bad credentials" tests; buckets cannot be
+    /// created on it.
+    pub fn start_with_auth() -> Moto {
+        Moto::launch(true)
+    }
+
+    fn launch(auth: bool) -> Moto {
+        let dir = tempfile::Builder::new()
+            .prefix("gbc-moto-")
+            .tempdir()
+            .unwrap();
+        let mut m = Moto {
+            child: None,
+            port: 0,
+            auth,
+            log: dir.path().join("server.log"),
+            _dir: dir,
+        };
+        // The port is picked before the server binds it; another process can take it in
+        // between, so a server that dies at once is started again on a new port.
+        for _ in 0..3 {
+            m.port = free_port();
+            if m.spawn() {
+                return m;
+            }
+        }
+        panic!("moto_server did not start; its log:\n{}", m.log());
+    }
+
+    /// Starts the process on `self.port`; true once it answers.
+    fn spawn(&mut self) -> bool {
+        self.stop();
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // moto logs a line per request: a file, never an undrained pipe.
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            // Nothing from the developer's AWS setup leaks into the server.
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+        if self.auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
+            Err(e) => panic!("starting moto_server: {e}"),
+        };
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20))
+    }
+
+    /// True once the server answers HTTP; false if it exited or `limit` passed.
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if self.try_request("GET", "/moto-api/", b"").is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL_S3`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The environment for our helper binary to use this server and `bucket` (fake keys).
+    pub fn env(&self, bucket: &str) -> Vec<(String, String)> {
+        [
+            ("GOBUILDCACHE_BACKEND", "s3"),
+            ("GOBUILDCACHE_S3_BUCKET", bucket),
+            ("GOBUILDCACHE_AWS_ENDPOINT_URL_S3", &self.endpoint()),
+            ("GOBUILDCACHE_AWS_S3_USE_PATH_STYLE", "true"),
+            ("GOBUILDCACHE_AWS_REGION", REGION),
+            ("GOBUILDCACHE_AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("GOBUILDCACHE_AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The settings [`Moto::env`] stands for, as the library sees them.
+    pub fn aws_settings(&self) -> AwsSettings {
+        self.aws_settings_with_keys(ACCESS_KEY, SECRET_KEY)
+    }
+
+    pub fn aws_settings_with_keys(&self, access_key: &str, secret_key: &str) -> AwsSettings {
+        AwsSettings {
+            access_key_id: Some(Secret::new(access_key)),
+            secret_access_key: Some(Secret::new(secret_key)),
+            ..Moto::settings_for(&self.endpoint())
+        }
+    }
+
+    /// Test settings (fake keys, path style) for any endpoint, e.g. one nothing listens on.
+    pub fn settings_for(endpoint: &str) -> AwsSettings {
+        AwsSettings {
+            region: Some(REGION.into()),
+            access_key_id: Some(Secret::new(ACCESS_KEY)),
+            secret_access_key: Some(Secret::new(SECRET_KEY)),
+            session_token: None,
+            endpoint_url: Some(endpoint.to_string()),
+            force_path_style: true,
+        }
+    }
+
+    /// Our S3 backend on this server and `bucket`.
+    pub async fn backend(&self, bucket: &str) -> S3Backend {
+        S3Backend::new(bucket, &self.aws_settings())
+            .await
+            .unwrap_or_else(|e| panic!("S3Backend::new({bucket}): {e}"))
+    }
+
+    /// Creates a bucket (an unsigned PUT, which moto accepts).
+    pub fn create_bucket(&self, name: &str) {
+        let (status, resp) = self.request("PUT", &format!("/{name}"), b"");
+        assert_eq!(
+            status,
+            200,
+            "creating bucket {name}: {}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+
+    /// Writes an object directly (overwriting), e.g. to plant a corrupt or truncated one.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        let body = body.to_vec();
+        block_on(async {
+            let b = self.backend(bucket).await;
+            b.client()
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put s3://{bucket}/{key}: {e:?}"));
+        })
+    }
+
+    /// An object's bytes, read directly; `None` if it does not exist.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        block_on(async {
+            let b = self.backend(bucket).await;
+            match b.client().get_object().bucket(bucket).key(key).send().await {
+                Ok(o) => Some(o.body.collect().await.unwrap().to_vec()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => None,
+                Err(e) => panic!("get s3://{bucket}/{key}: {e:?}"),
+            }
+        })
+    }
+
+    /// Every key in `bucket` under `prefix`, sorted.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        use gobuildcache::remote::Backend;
+        block_on(async {
+            let b = self.backend(bucket).await;
+            let list = b.list(prefix).await.unwrap();
+            list.into_iter().map(|o| o.key).collect()
+        })
+    }
+
+    /// One HTTP/1.0 request (so the reply is never chunked); panics if the server is unreachable.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path} to moto_server: {e}"))
+    }
+
+    fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\r\n",
+            self.port,
+            body.len()
+        );
+        s.write_all(head.as_bytes())?;
+        s.write_all(body)?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)?;
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+        let status = std::str::from_utf8(&resp[..split])
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other("no status line"))?;
+        Ok((status, resp[split + 4..].to_vec()))
+    }
+
+    /// Kills the server ("the store died mid-build"); idempotent. The port stays reserved for
+    /// [`Moto::restart`] only by convention: nothing listens on it until then.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the server again on the same port (same endpoint). moto keeps everything in
+    /// memory: buckets and objects are gone, so create the buckets again.
+    pub fn restart(&mut self) {
+        if !self.spawn() {
+            panic!(
+                "moto_server did not restart on port {}; its log:\n{}",
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// The server's stderr so far (one line per request), for assertion messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
