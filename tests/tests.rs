@@ -7,6 +7,10 @@ mod util;
 mod cli;
 // Real `go build` / `go test` / `go vet` with GOCACHEPROG pointing at us.
 mod go_build;
+// A real fake-gcs-server for the GCS tests (harness).
+mod fake_gcs;
+// The GCS backend through the Backend trait, against fake-gcs-server.
+mod gcs;
 // A real S3 server (moto_server) for the S3 tests (harness).
 mod moto;
 // The S3 backend through the Backend trait, against moto_server.

@@ -6,6 +6,7 @@
 //! [`crate::cache`]'s remote layer).
 
 pub mod disk;
+pub mod gcs;
 pub mod object;
 pub mod s3;
 pub mod wrap;
