@@ -261,3 +261,29 @@ async fn server_stop_and_restart() {
     b.check().await.unwrap();
     assert!(b.get("k").await.unwrap().is_none());
 }
+
+/// `Moto::env` names the variables the library really reads: the config built from it alone
+/// reaches the server.
+#[tokio::test]
+async fn harness_env_configures_the_backend() {
+    let m = Moto::start();
+    m.create_bucket("gbc-env");
+    let env = m.env("gbc-env");
+    let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let cfg = gobuildcache::Config::builder()
+        .env(true)
+        .build_with_env(&lookup)
+        .unwrap();
+    assert_eq!(cfg.backend, gobuildcache::BackendKind::S3);
+    assert_eq!(cfg.s3_bucket, "gbc-env");
+    assert!(cfg.aws.force_path_style);
+    assert_eq!(cfg.aws.endpoint_url.as_deref(), Some(m.endpoint().as_str()));
+    let b = S3Backend::new(&cfg.s3_bucket, &cfg.aws).await.unwrap();
+    b.check().await.unwrap();
+    let t = TestDir::new();
+    let src = t.path("src");
+    std::fs::write(&src, b"hello").unwrap();
+    b.put("gobuildcache/x", &src, 5).await.unwrap();
+    assert_eq!(m.keys("gbc-env", ""), ["gobuildcache/x"]);
+    assert_eq!(m.get_object("gbc-env", "gobuildcache/x").unwrap(), b"hello");
+}
