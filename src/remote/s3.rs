@@ -725,6 +725,86 @@ mod tests {
         ));
     }
 
+    /// A scripted store without `If-None-Match` support (501 NotImplemented, as some
+    /// S3-compatible stores answer): puts fall back to HEAD-then-put. Returns the request lines
+    /// it saw.
+    fn store_without_conditional_puts() -> (String, Arc<Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut stored = false;
+            for mut conn in listener.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let (mut len, mut conditional) = (0usize, false);
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    let h = h.trim().to_ascii_lowercase();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    conditional |= h.starts_with("if-none-match:");
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                let method = line.split(' ').next().unwrap_or("").to_string();
+                log.lock().unwrap().push(format!(
+                    "{method}{}",
+                    if conditional { " if-none-match" } else { "" }
+                ));
+                let (status, body) = match (method.as_str(), conditional) {
+                    ("PUT", true) => (
+                        "501 Not Implemented",
+                        "<Error><Code>NotImplemented</Code><Message>If-None-Match</Message></Error>",
+                    ),
+                    ("PUT", false) => {
+                        stored = true;
+                        ("200 OK", "")
+                    }
+                    ("HEAD", _) if stored => ("200 OK", ""),
+                    _ => ("404 Not Found", ""),
+                };
+                let len = if method == "HEAD" { 0 } else { body.len() };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{}",
+                    if method == "HEAD" { "" } else { body }
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn put_falls_back_when_conditional_puts_are_unsupported() {
+        let (url, seen) = store_without_conditional_puts();
+        let mut aws = settings("us-east-1");
+        aws.endpoint_url = Some(url);
+        aws.force_path_style = true;
+        let b = S3Backend::new("b", &aws).await.unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::write(&src, b"body").unwrap();
+        assert_eq!(b.put("k", &src, 4).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            b.put("k", &src, 4).await.unwrap(),
+            PutOutcome::AlreadyExists
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["PUT if-none-match", "HEAD", "PUT", "HEAD"],
+            "the unsupported header is tried once, then HEAD guards each put"
+        );
+    }
+
     #[test]
     fn helpers() {
         assert_eq!(without_userinfo("https://a:b@h:1/p"), "https://h:1/p");
