@@ -282,11 +282,11 @@ impl GcsBackend {
             }
         }
         let req = self.http.get(url).timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req, &what, REQUEST_TIMEOUT).await?;
+        let resp = self.send(req, what, REQUEST_TIMEOUT).await?;
         if !resp.status().is_success() {
-            return Err(status_error(&what, resp).await);
+            return Err(status_error(what, resp).await);
         }
-        let body = resp.bytes().await.map_err(|e| transport_error(&what, e))?;
+        let body = resp.bytes().await.map_err(|e| transport_error(what, e))?;
         serde_json::from_slice(&body)
             .map_err(|e| BackendError::Transient(format!("{what}: malformed list response: {e}")))
     }
