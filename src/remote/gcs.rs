@@ -69,6 +69,9 @@ enum Auth {
     Google {
         key_file: Option<PathBuf>,
         provider: OnceCell<Arc<dyn gcp_auth::TokenProvider>>,
+        /// Why no credentials could be found, once that is known: they will not appear during
+        /// a build, so later calls fail at once (and gcp_auth does not probe and log again).
+        unusable: std::sync::OnceLock<String>,
     },
 }
 
@@ -122,6 +125,7 @@ impl GcsBuilder {
                 Auth::Google {
                     key_file: self.key_file,
                     provider: OnceCell::new(),
+                    unusable: std::sync::OnceLock::new(),
                 },
             ),
         };
@@ -215,9 +219,17 @@ impl GcsBackend {
 
     /// Adds the bearer token, fetching or refreshing it first when needed.
     async fn authorize(&self, req: RequestBuilder, what: &str) -> BackendResult<RequestBuilder> {
-        let Auth::Google { key_file, provider } = &self.auth else {
+        let Auth::Google {
+            key_file,
+            provider,
+            unusable,
+        } = &self.auth
+        else {
             return Ok(req);
         };
+        if let Some(why) = unusable.get() {
+            return Err(BackendError::Permanent(format!("{what}: {why}")));
+        }
         let init = async {
             let p: Arc<dyn gcp_auth::TokenProvider> = match key_file {
                 Some(path) => Arc::new(gcp_auth::CustomServiceAccount::from_file(path)?),
@@ -225,13 +237,26 @@ impl GcsBackend {
             };
             Ok::<_, gcp_auth::Error>(p)
         };
+        // The flag says whether the failure was in finding the credentials.
         let token = async {
-            let p = provider.get_or_try_init(|| init).await?;
-            p.token(SCOPES).await
+            let p = provider
+                .get_or_try_init(|| init)
+                .await
+                .map_err(|e| (true, e))?;
+            p.token(SCOPES).await.map_err(|e| (false, e))
         };
         let token = match tokio::time::timeout(REQUEST_TIMEOUT, token).await {
             Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(auth_error(what, key_file.as_deref(), &e)),
+            Ok(Err((finding, e))) => {
+                let (transient, why) = auth_failure(key_file.as_deref(), &e);
+                if transient {
+                    return Err(BackendError::Transient(format!("{what}: {why}")));
+                }
+                if finding {
+                    let _ = unusable.set(why.clone());
+                }
+                return Err(BackendError::Permanent(format!("{what}: {why}")));
+            }
             Err(_) => {
                 return Err(BackendError::Transient(format!(
                     "{what}: getting credentials timed out after {REQUEST_TIMEOUT:?}"
@@ -560,9 +585,9 @@ fn local_error(what: &str, path: &Path, e: io::Error) -> BackendError {
     }
 }
 
-/// Credentials that cannot be found or parsed will not appear on a retry; a failed token
-/// request over the network might.
-fn auth_error(what: &str, key_file: Option<&Path>, e: &gcp_auth::Error) -> BackendError {
+/// Whether a retry can help, and the reason. Credentials that cannot be found or parsed will
+/// not appear on a retry; a failed token request over the network might.
+fn auth_failure(key_file: Option<&Path>, e: &gcp_auth::Error) -> (bool, String) {
     let source = match key_file {
         Some(p) => format!("the key file {}", p.display()),
         None => "Application Default Credentials".to_string(),
@@ -576,11 +601,11 @@ fn auth_error(what: &str, key_file: Option<&Path>, e: &gcp_auth::Error) -> Backe
         ),
         _ => chain(e),
     };
-    let msg = format!("{what}: getting credentials from {source}: {detail}");
-    match e {
-        gcp_auth::Error::Http(..) | gcp_auth::Error::Other(..) => BackendError::Transient(msg),
-        _ => BackendError::Permanent(msg),
-    }
+    let transient = matches!(e, gcp_auth::Error::Http(..) | gcp_auth::Error::Other(..));
+    (
+        transient,
+        format!("getting credentials from {source}: {detail}"),
+    )
 }
 
 /// An error and its sources, `a: b: c`, skipping a source whose text its parent already shows.
@@ -759,5 +784,13 @@ mod tests {
         assert!(msg.contains("gs://bkt/gobuildcache/k"), "{msg}");
         assert!(msg.contains("key.json"), "{msg}");
         assert!(!msg.contains("not json"), "no file content in {msg}");
+        // Known to be unusable from now on: later calls fail the same way without a new lookup.
+        std::fs::write(&key, "[]").unwrap();
+        let again = b.list("gobuildcache/").await.unwrap_err();
+        assert!(!again.is_transient(), "{again}");
+        assert!(
+            again.to_string().ends_with(msg.split_once(": ").unwrap().1),
+            "{again} vs {msg}"
+        );
     }
 }
