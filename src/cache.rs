@@ -2,44 +2,46 @@
 //! ABI, the Go package) calls this and nothing below it.
 //!
 //! Policy: a get never fails because of the cache itself. Damaged entries are dropped and
-//! counted; I/O errors become misses. Each kind of problem is logged once, with a count in
-//! the statistics, because the helper's stderr ends up in the user's build log.
+//! counted; local I/O errors and every remote failure become misses. Each kind of problem
+//! is logged once, with a count in the statistics, because the helper's stderr ends up in the
+//! user's build log.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{BackendKind, Config};
+use crate::config::Config;
 use crate::ids::{ActionId, OutputId};
 use crate::local::{LocalTier, Lookup, PendingPut, TrimReport};
+use crate::remote::tier::{RemoteTier, Settings, Upload};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::{Entry, Error, Result};
 
-/// A build cache: the local disk tier (and, when configured, a shared remote).
+/// A build cache: the local disk tier and, when configured, a shared remote.
 ///
-/// Thread-safe: share it with an `Arc`. DiskPaths it returns stay valid until [`Cache::close`]
-/// (or drop), even with other processes trimming the same directory.
+/// Cheap to clone (a handle) and thread-safe. DiskPaths it returns stay valid until
+/// [`Cache::close`], even with other processes trimming the same directory.
+#[derive(Clone)]
 pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     config: Config,
     local: Arc<LocalTier>,
-    stats: Stats,
-    warned: Mutex<HashMap<&'static str, u64>>,
+    stats: Arc<Stats>,
+    /// Present with a remote tier: runs fetches, uploads and their timers.
+    runtime: Option<tokio::runtime::Runtime>,
+    remote: Option<Arc<RemoteTier>>,
     closed: AtomicBool,
 }
 
 impl Cache {
-    /// Opens (creating if needed) the cache described by `config`.
+    /// Opens (creating if needed) the cache described by `config`. A remote that is down or
+    /// missing does not fail this: it is reported once and the cache runs local-only.
     pub fn open(config: Config) -> Result<Cache> {
-        if config.backend != BackendKind::Disk {
-            return Err(Error::Config(format!(
-                "backend {} (from {}) is not available in this build; use disk",
-                config.backend.name(),
-                config.origin("backend")
-            )));
-        }
         let local = LocalTier::open(&config.cache_dir, config.max_size).map_err(|e| {
             Error::Config(format!(
                 "cache dir {} (from {}) is not usable: {e}",
@@ -48,6 +50,8 @@ impl Cache {
             ))
         })?;
         let local = Arc::new(local);
+        let stats = Arc::new(Stats::default());
+        let (runtime, remote) = open_remote(&config, &local, &stats)?;
         if local.trim_due() {
             // Off the hot path: a directory walk is not something a get should wait for.
             let tier = Arc::clone(&local);
@@ -61,64 +65,123 @@ impl Cache {
                 tracing::warn!("cannot start the trim thread: {e}");
             }
         }
-        tracing::debug!(dir = %local.root().display(), "cache open");
+        tracing::debug!(dir = %local.root().display(), remote = ?remote.as_ref().map(|r| r.location()), "cache open");
         Ok(Cache {
-            config,
-            local,
-            stats: Stats::default(),
-            warned: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
+            inner: Arc::new(Inner {
+                config,
+                local,
+                stats,
+                runtime,
+                remote,
+                closed: AtomicBool::new(false),
+            }),
         })
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.inner.config
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         Ok(())
     }
 
-    /// Looks up an action. `Ok(None)` is a miss; so is any damaged entry or local I/O error
-    /// (counted and logged once). Errors are only for misuse, e.g. a closed cache.
+    /// Looks up an action in every tier. `Ok(None)` is a miss; so is any damaged entry, local
+    /// I/O error or remote failure (counted and logged once). Errors are only for misuse,
+    /// e.g. a closed cache. Blocks while a remote fetch runs.
     pub fn get(&self, action: &ActionId) -> Result<Option<Entry>> {
+        let start = Instant::now();
+        match self.get_local(action)? {
+            Some(e) => Ok(Some(e)),
+            None => match (&self.inner.runtime, &self.inner.remote) {
+                (Some(rt), Some(remote)) => {
+                    let found = rt.block_on(remote.fetch(*action));
+                    Ok(self.finish_remote_get(start, found))
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// The local part of a get. With a remote tier a local miss is not final: the caller
+    /// must then call [`Cache::get_remote`] (the server runs it as a task).
+    pub(crate) fn get_local(&self, action: &ActionId) -> Result<Option<Entry>> {
         self.check_open()?;
         let start = Instant::now();
-        Stats::add(&self.stats.gets, 1);
-        let found = match self.local.get(action) {
+        let s = &self.inner.stats;
+        Stats::add(&s.gets, 1);
+        let found = match self.inner.local.get(action) {
             Ok(Lookup::Hit(e)) => Some(e),
             Ok(Lookup::Miss) => None,
             Ok(Lookup::Corrupt(why)) => {
-                Stats::add(&self.stats.corrupt_dropped, 1);
-                self.warn_once("corrupt", &why);
+                Stats::add(&s.corrupt_dropped, 1);
+                s.warn_once("corrupt", &why);
                 None
             }
             Err(e) => {
-                Stats::add(&self.stats.get_errors, 1);
-                self.warn_once("get", &e.to_string());
+                Stats::add(&s.get_errors, 1);
+                s.warn_once("get", &e.to_string());
                 None
             }
         };
         match &found {
             Some(e) => {
-                Stats::add(&self.stats.hits, 1);
-                Stats::add(&self.stats.bytes_out, e.size);
+                Stats::add(&s.local_hits, 1);
+                Stats::add(&s.hits, 1);
+                Stats::add(&s.bytes_out, e.size);
+                s.get_latency.record(start.elapsed());
             }
-            None => Stats::add(&self.stats.misses, 1),
+            None if self.inner.remote.is_none() => {
+                Stats::add(&s.misses, 1);
+                s.get_latency.record(start.elapsed());
+            }
+            None => {}
         }
-        self.stats.get_latency.record(start.elapsed());
-        tracing::debug!(%action, hit = found.is_some(), "get");
+        tracing::debug!(%action, hit = found.is_some(), "get local");
         Ok(found)
+    }
+
+    /// Whether a local miss should go on to the remote tier.
+    pub(crate) fn has_remote(&self) -> bool {
+        self.inner.remote.is_some()
+    }
+
+    /// The remote part of a get, after a local miss. Fail-open: `None` on any failure.
+    pub(crate) async fn get_remote(&self, action: ActionId, start: Instant) -> Option<Entry> {
+        let found = match &self.inner.remote {
+            Some(r) => r.fetch(action).await,
+            None => None,
+        };
+        self.finish_remote_get(start, found)
+    }
+
+    /// Handle on the runtime that runs remote work, for the server's tasks.
+    pub(crate) fn runtime(&self) -> Option<&tokio::runtime::Runtime> {
+        self.inner.runtime.as_ref()
+    }
+
+    fn finish_remote_get(&self, start: Instant, found: Option<Entry>) -> Option<Entry> {
+        let s = &self.inner.stats;
+        match &found {
+            Some(e) => {
+                Stats::add(&s.remote_hits, 1);
+                Stats::add(&s.hits, 1);
+                Stats::add(&s.bytes_out, e.size);
+            }
+            None => Stats::add(&s.misses, 1),
+        }
+        s.get_latency.record(start.elapsed());
+        found
     }
 
     /// Starts a put whose body is streamed in with `Write`; finish with [`PutWriter::commit`].
     pub fn begin_put(&self) -> Result<PutWriter<'_>> {
         self.check_open()?;
-        let pending = self.local.begin_put().inspect_err(|e| {
-            Stats::add(&self.stats.put_errors, 1);
+        let pending = self.inner.local.begin_put().inspect_err(|e| {
+            Stats::add(&self.inner.stats.put_errors, 1);
             self.warn_once("put", &e.to_string());
         })?;
         Ok(PutWriter {
@@ -153,76 +216,164 @@ impl Cache {
         self.put_reader(action, output, size, f)
     }
 
+    /// Hands a stored entry to the remote tier: queued (`-async-backend`, the default) or
+    /// uploaded before returning.
+    fn share(&self, action: &ActionId, entry: &Entry) {
+        let (Some(remote), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
+            return;
+        };
+        if self.inner.config.read_only {
+            return;
+        }
+        let up = Upload {
+            action: *action,
+            entry: entry.clone(),
+        };
+        if self.inner.config.async_backend {
+            remote.enqueue(up);
+        } else {
+            let _ = rt.block_on(remote.upload(up));
+        }
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        let mut snap = self.inner.stats.snapshot();
+        if let Some(r) = &self.inner.remote {
+            snap.breaker_trips = r.backend.breaker.trips.load(Ordering::Relaxed);
+        }
+        snap
     }
 
     /// Trims the local tier to `max-size` now (it also runs by itself about hourly).
     pub fn trim(&self) -> Result<TrimReport> {
         self.check_open()?;
-        self.local.trim()
+        self.inner.local.trim()
     }
 
     /// Removes every local entry. DiskPaths handed out earlier become invalid.
     pub fn clear_local(&self) -> Result<()> {
         self.check_open()?;
-        self.local.clear()
+        self.inner.local.clear()
     }
 
     /// Removes every remote object under the configured prefix; refuses an empty prefix
-    /// unless `force`. Returns how many objects were deleted.
-    pub fn clear_remote(&self, force: bool) -> Result<u64> {
+    /// unless `force`. `announce(count, location)` is called before anything is deleted.
+    /// Returns how many objects were deleted.
+    pub fn clear_remote(
+        &self,
+        force: bool,
+        announce: &(dyn Fn(usize, &str) + Sync),
+    ) -> Result<u64> {
         self.check_open()?;
-        let _ = force;
-        Err(Error::Config(format!(
-            "no remote to clear: backend {} is local only",
-            self.config.backend.name()
-        )))
+        if self.inner.config.read_only {
+            return Err(Error::Config(
+                "read-only mode: not clearing the remote".into(),
+            ));
+        }
+        match (&self.inner.remote, &self.inner.runtime) {
+            (Some(r), Some(rt)) => rt.block_on(r.clear(force, announce)),
+            _ => Err(Error::Config(format!(
+                "no remote to clear: backend {} without -remote-dir is local only",
+                self.inner.config.backend.name()
+            ))),
+        }
+    }
+
+    /// Waits for pending uploads, at most `-close-timeout`; returns how many were left.
+    pub fn flush(&self) -> u64 {
+        let (Some(r), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
+            return 0;
+        };
+        let left = rt.block_on(r.drain(self.inner.config.close_timeout));
+        if left > 0 {
+            self.warn_once(
+                "upload",
+                &format!(
+                    "{left} uploads were not done within -close-timeout {:?}; those entries stay local",
+                    self.inner.config.close_timeout
+                ),
+            );
+        }
+        left
     }
 
     /// End-of-session report: the summary on stderr (`-stats`) and the JSON file
-    /// (`-stats-json`). Called by the server before it answers `close`, so the lines land
+    /// (`-stats-json`). The server calls it before it answers `close`, so the lines land
     /// inside the go command's output rather than after it.
     pub fn report(&self) -> Result<StatsSnapshot> {
         let snap = self.stats();
-        if self.config.stats {
+        if self.inner.config.stats {
             eprintln!("{}", snap.summary());
         }
-        if let Some(path) = &self.config.stats_json {
+        if let Some(path) = &self.inner.config.stats_json {
             let json = serde_json::to_vec_pretty(&snap).expect("stats serialisation");
             write_file_atomic(path, &json)?;
         }
         Ok(snap)
     }
 
-    /// Releases the cache: DiskPaths from it may be trimmed from now on. Idempotent.
+    /// Releases the cache: DiskPaths from it may be trimmed from now on; queued uploads
+    /// that did not run are abandoned (call [`Cache::flush`] first). Idempotent.
     pub fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.local.close();
+        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            self.inner.local.close();
         }
     }
 
     pub(crate) fn note_protocol_error(&self, what: &str) {
-        Stats::add(&self.stats.protocol_errors, 1);
+        Stats::add(&self.inner.stats.protocol_errors, 1);
         self.warn_once("protocol", what);
     }
 
-    /// Logs the first problem of each kind as a warning; the rest only under `-debug`.
     pub(crate) fn warn_once(&self, kind: &'static str, msg: &str) {
-        let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        let n = w.entry(kind).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            tracing::warn!("{msg} (further {kind} problems are counted in the stats)");
-        } else {
-            tracing::debug!("{msg}");
-        }
+        self.inner.stats.warn_once(kind, msg);
     }
 }
 
-impl Drop for Cache {
+/// Builds the runtime and remote tier when the configuration has a remote.
+fn open_remote(
+    config: &Config,
+    local: &Arc<LocalTier>,
+    stats: &Arc<Stats>,
+) -> Result<(Option<tokio::runtime::Runtime>, Option<Arc<RemoteTier>>)> {
+    if config.backend == crate::BackendKind::Disk && config.remote_dir.is_none() {
+        return Ok((None, None));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gobuildcache-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the I/O runtime", e))?;
+    let remote = rt.block_on(async {
+        let Some(backend) = crate::remote::open(config).await? else {
+            return Ok::<_, Error>(None);
+        };
+        let settings = Settings {
+            prefix: config.remote_prefix().unwrap_or_default().to_string(),
+            compression: config.compression,
+            read_only: config.read_only,
+            lock_type: config.lock_type,
+            lock_dir: config.lock_dir(),
+            limits: Default::default(),
+        };
+        Ok(Some(RemoteTier::start(
+            backend,
+            settings,
+            Arc::clone(local),
+            Arc::clone(stats),
+        )))
+    })?;
+    Ok((Some(rt), remote))
+}
+
+impl Drop for Inner {
     fn drop(&mut self) {
-        self.close();
+        self.local.close();
+        if let Some(rt) = self.runtime.take() {
+            // Never blocks, so it is safe even if the last handle goes away on a runtime thread.
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -248,7 +399,8 @@ impl PutWriter<'_> {
         self.pending.size()
     }
 
-    /// Verifies the body (hash = `output`, size = `expected_size` if given) and stores it.
+    /// Verifies the body (hash = `output`, size = `expected_size` if given), stores it and
+    /// hands it to the remote tier.
     pub fn commit(
         self,
         action: &ActionId,
@@ -256,18 +408,20 @@ impl PutWriter<'_> {
         expected_size: Option<u64>,
     ) -> Result<Entry> {
         let cache = self.cache;
+        let stats = &cache.inner.stats;
         let res = self.pending.commit(action, output, expected_size);
         match &res {
             Ok(e) => {
-                Stats::add(&cache.stats.puts, 1);
-                Stats::add(&cache.stats.bytes_in, e.size);
+                Stats::add(&stats.puts, 1);
+                Stats::add(&stats.bytes_in, e.size);
+                cache.share(action, e);
             }
             Err(e) => {
-                Stats::add(&cache.stats.put_errors, 1);
+                Stats::add(&stats.put_errors, 1);
                 cache.warn_once("put", &e.to_string());
             }
         }
-        cache.stats.put_latency.record(self.start.elapsed());
+        stats.put_latency.record(self.start.elapsed());
         tracing::debug!(%action, %output, ok = res.is_ok(), "put");
         res
     }

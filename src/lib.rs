@@ -58,16 +58,34 @@ pub struct Entry {
 /// Sends `tracing` output to stderr: warnings only, or everything with `debug`.
 /// Safe to call more than once; only the first call takes effect.
 pub fn init_logging(debug: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let level = if debug {
-        tracing::Level::DEBUG
+        LevelFilter::DEBUG
     } else {
-        tracing::Level::WARN
+        LevelFilter::WARN
     };
-    let _ = tracing_subscriber::fmt()
+    // Client libraries log their own retries as warnings; ours are the ones users need.
+    let quiet = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::ERROR
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("gcp_auth", quiet)
+        .with_target("aws_config", quiet)
+        .with_target("aws_smithy_runtime", quiet)
+        .with_target("aws_sdk_s3", quiet)
+        .with_target("hyper_util", quiet)
+        .with_target("reqwest", quiet);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_max_level(level)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(filter)
         .try_init();
 }

@@ -19,8 +19,23 @@ pub(crate) struct Stats {
     pub bytes_out: AtomicU64,
     pub corrupt_dropped: AtomicU64,
     pub protocol_errors: AtomicU64,
+    pub local_hits: AtomicU64,
+    pub remote_hits: AtomicU64,
+    pub remote_misses: AtomicU64,
+    pub remote_errors: AtomicU64,
+    pub remote_corrupt: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub uploads: AtomicU64,
+    pub uploads_existing: AtomicU64,
+    pub upload_failures: AtomicU64,
+    pub uploads_dropped: AtomicU64,
+    pub uploads_not_done: AtomicU64,
+    pub upload_queue_high_water: AtomicU64,
+    pub breaker_trips: AtomicU64,
     pub get_latency: Histogram,
     pub put_latency: Histogram,
+    warned: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
 }
 
 /// A point-in-time copy of the statistics, as printed and as written by `-stats-json`.
@@ -36,6 +51,26 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     pub corrupt_dropped: u64,
     pub protocol_errors: u64,
+    pub local_hits: u64,
+    pub remote_hits: u64,
+    /// Gets the remote answered "not there".
+    pub remote_misses: u64,
+    /// Remote calls that failed (timeouts, errors, breaker open); each was a miss.
+    pub remote_errors: u64,
+    /// Remote objects that failed verification; each was a miss and was deleted.
+    pub remote_corrupt: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub uploads: u64,
+    /// Uploads skipped because the object was already there.
+    pub uploads_existing: u64,
+    pub upload_failures: u64,
+    /// Uploads not queued because the queue was full (the entry stays local).
+    pub uploads_dropped: u64,
+    /// Uploads still pending when close's deadline passed.
+    pub uploads_not_done: u64,
+    pub upload_queue_high_water: u64,
+    pub breaker_trips: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
     /// Peak resident memory of this process so far (Linux; 0 elsewhere).
@@ -57,6 +92,19 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// Logs the first problem of each kind as a warning; the rest only under `-debug`. The
+    /// helper's stderr lands in the user's build log: one line per kind, counts at exit.
+    pub fn warn_once(&self, kind: &'static str, msg: &str) {
+        let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        let n = w.entry(kind).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            tracing::warn!("{msg} (further {kind} problems are counted in the stats)");
+        } else {
+            tracing::debug!("{msg}");
+        }
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Relaxed);
         StatsSnapshot {
@@ -70,6 +118,20 @@ impl Stats {
             bytes_out: g(&self.bytes_out),
             corrupt_dropped: g(&self.corrupt_dropped),
             protocol_errors: g(&self.protocol_errors),
+            local_hits: g(&self.local_hits),
+            remote_hits: g(&self.remote_hits),
+            remote_misses: g(&self.remote_misses),
+            remote_errors: g(&self.remote_errors),
+            remote_corrupt: g(&self.remote_corrupt),
+            bytes_down: g(&self.bytes_down),
+            bytes_up: g(&self.bytes_up),
+            uploads: g(&self.uploads),
+            uploads_existing: g(&self.uploads_existing),
+            upload_failures: g(&self.upload_failures),
+            uploads_dropped: g(&self.uploads_dropped),
+            uploads_not_done: g(&self.uploads_not_done),
+            upload_queue_high_water: g(&self.upload_queue_high_water),
+            breaker_trips: g(&self.breaker_trips),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
@@ -110,6 +172,38 @@ impl StatsSnapshot {
         for (n, what) in problems {
             if n > 0 {
                 s += &format!(", {n} {what}");
+            }
+        }
+        let remote_used = self.remote_hits
+            + self.remote_misses
+            + self.remote_errors
+            + self.uploads
+            + self.uploads_existing
+            + self.upload_failures
+            + self.uploads_dropped
+            > 0;
+        if remote_used {
+            s += &format!(
+                "\ngobuildcache: remote: {} hits, {} misses, {} errors, {} down, {} up ({} uploads, {} already there)",
+                self.remote_hits,
+                self.remote_misses,
+                self.remote_errors,
+                human_bytes(self.bytes_down),
+                human_bytes(self.bytes_up),
+                self.uploads,
+                self.uploads_existing,
+            );
+            let remote_problems = [
+                (self.remote_corrupt, "corrupt objects dropped"),
+                (self.upload_failures, "uploads failed"),
+                (self.uploads_dropped, "uploads skipped (queue full)"),
+                (self.uploads_not_done, "uploads not done by close"),
+                (self.breaker_trips, "circuit-breaker trips"),
+            ];
+            for (n, what) in remote_problems {
+                if n > 0 {
+                    s += &format!(", {n} {what}");
+                }
             }
         }
         for (name, q) in [("get", &self.get_latency), ("put", &self.put_latency)] {

@@ -65,17 +65,6 @@ fn bad_values_are_one_line_naming_their_source() {
 }
 
 #[test]
-fn remote_backends_not_built_yet_are_an_error_not_a_fallback() {
-    let t = TestDir::new();
-    let mut c = helper(&t);
-    c.args(["-backend", "gcs", "-gcs-bucket", "b", "-cache-dir"])
-        .arg(t.path("c"));
-    let o = run(c, "");
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("gcs"), "{}", stderr(&o));
-}
-
-#[test]
 fn an_unusable_cache_dir_names_its_flag() {
     let t = TestDir::new();
     let file = t.path("file");

@@ -7,6 +7,8 @@ mod util;
 mod cli;
 // Real `go build` / `go test` / `go vet` with GOCACHEPROG pointing at us.
 mod go_build;
+// The remote tier with the real go command, once for every store.
+mod remote;
 // A real fake-gcs-server for the GCS tests (harness).
 mod fake_gcs;
 // The GCS backend through the Backend trait, against fake-gcs-server.

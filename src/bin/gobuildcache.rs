@@ -165,8 +165,11 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 fn clear_remote(cache: &Cache, force: bool) -> anyhow::Result<()> {
-    let n = cache.clear_remote(force)?;
-    println!("deleted {n} remote objects");
+    let announce = |count: usize, location: &str| {
+        println!("deleting {count} objects under {location}");
+    };
+    let n = cache.clear_remote(force, &announce)?;
+    println!("deleted {n} objects");
     Ok(())
 }
 
@@ -182,6 +185,7 @@ fn serve(cache: &Cache) -> anyhow::Result<ExitCode> {
         }
         Ok(Ended::Eof) => {
             tracing::debug!("input ended without close");
+            cache.flush();
             let _ = cache.report();
             cache.close();
             Ok(ExitCode::SUCCESS)

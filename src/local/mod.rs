@@ -195,7 +195,7 @@ impl LocalTier {
         })
     }
 
-    fn temp_file(&self) -> Result<(File, PathBuf)> {
+    pub fn temp_file(&self) -> Result<(File, PathBuf)> {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let path = self.root.join("tmp").join(format!("{}-{n}", self.owner));
         let file = create_new(&path).with_path("creating temp file", &path)?;
@@ -279,10 +279,22 @@ impl PendingPut<'_> {
     /// Checks the body against `output_id` (and `expected_size` when known), moves it into
     /// place and points `action` at it. On any mismatch nothing is stored.
     pub fn commit(
+        self,
+        action: &ActionId,
+        output_id: &OutputId,
+        expected_size: Option<u64>,
+    ) -> Result<Entry> {
+        self.commit_at(action, output_id, expected_size, SystemTime::now())
+    }
+
+    /// As [`commit`](Self::commit), recording `time` as the entry's original put time (an
+    /// entry fetched from the remote keeps the time it was first put anywhere).
+    pub fn commit_at(
         mut self,
         action: &ActionId,
         output_id: &OutputId,
         expected_size: Option<u64>,
+        time: SystemTime,
     ) -> Result<Entry> {
         drop(self.file.take());
         if let Some(want) = expected_size {
@@ -307,7 +319,7 @@ impl PendingPut<'_> {
         let rec = Record {
             output_id: *output_id,
             size: self.size,
-            time: SystemTime::now(),
+            time,
         };
         tier.write_atomic(&tier.record_path(action), &rec.encode())?;
         Ok(Entry {
@@ -327,9 +339,11 @@ impl Drop for PendingPut<'_> {
     }
 }
 
+/// Reads a record. A whole record arrives in one read; only a short read (or a file that is
+/// not a record) costs more, which saves a syscall per get.
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
-    while n < buf.len() {
+    while n < record::RECORD_LEN {
         match f.read(&mut buf[n..])? {
             0 => break,
             k => n += k,

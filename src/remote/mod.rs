@@ -7,8 +7,10 @@
 
 pub mod disk;
 pub mod gcs;
+pub mod guard;
 pub mod object;
 pub mod s3;
+pub(crate) mod tier;
 pub mod wrap;
 
 use std::path::Path;
@@ -79,4 +81,34 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
+}
+
+/// Builds the configured store, wrapped for fault injection and read-only mode: the one
+/// place that matches on the backend kind. `None` when the configuration is local-only.
+pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc<dyn Backend>>> {
+    use crate::config::BackendKind;
+    use std::sync::Arc;
+    let base: Arc<dyn Backend> = match config.backend {
+        BackendKind::Disk => match &config.remote_dir {
+            None => return Ok(None),
+            Some(dir) => Arc::new(disk::DiskBackend::new(crate::config::absolute(dir)?)),
+        },
+        BackendKind::S3 => Arc::new(s3::S3Backend::new(&config.s3_bucket, &config.aws).await?),
+        BackendKind::Gcs => Arc::new(gcs::GcsBackend::new(&config.gcs_bucket).await?),
+    };
+    let mut b = base;
+    if config.error_rate > 0.0 {
+        tracing::info!(
+            "injecting faults into {:.0}% of remote calls",
+            config.error_rate * 100.0
+        );
+        b = Arc::new(wrap::Faulty {
+            inner: b,
+            rate: config.error_rate,
+        });
+    }
+    if config.read_only {
+        b = Arc::new(wrap::ReadOnly(b));
+    }
+    Ok(Some(b))
 }

@@ -98,31 +98,59 @@ pub fn encode<R: Read, W: Write>(header: &Header, mut body: R, out: W) -> io::Re
     }
 }
 
+/// Why an object could not be decoded.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The object itself is damaged: truncated, foreign, bad header or bad compressed data.
+    Corrupt(String),
+    /// Reading failed (network, timeout): says nothing about the object.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Corrupt(m) => f.write_str(m),
+            DecodeError::Io(e) => write!(f, "reading object: {e}"),
+        }
+    }
+}
+
+fn classify(what: &str, e: io::Error) -> DecodeError {
+    match e.kind() {
+        // A short object, or data the decompressor rejects: the object is bad.
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => {
+            DecodeError::Corrupt(format!("{what}: {e}"))
+        }
+        _ => DecodeError::Io(e),
+    }
+}
+
 /// Reads the header of an object, then streams its decoded body into `sink`. Reads at most
 /// `header.size` bytes of body plus one (so an over-long body is an error, not a big file).
 /// The caller verifies the hash (the sink hashes what it is given).
-pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, String> {
+pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, DecodeError> {
     let mut hb = [0u8; HEADER_LEN];
     input
         .read_exact(&mut hb)
-        .map_err(|e| format!("object header unreadable: {e}"))?;
-    let header = Header::decode(&hb)?;
+        .map_err(|e| classify("object header", e))?;
+    let header = Header::decode(&hb).map_err(DecodeError::Corrupt)?;
     let copied = match header.codec {
         Codec::Raw => copy_limited(input, sink, header.size),
         Codec::Lz4 => copy_limited(lz4_flex::frame::FrameDecoder::new(input), sink, header.size),
     }?;
     if copied != header.size {
-        return Err(format!(
+        return Err(DecodeError::Corrupt(format!(
             "object body has {copied} bytes, its header says {}",
             header.size
-        ));
+        )));
     }
     Ok(header)
 }
 
-fn copy_limited<R: Read, W: Write>(r: R, sink: &mut W, size: u64) -> Result<u64, String> {
+fn copy_limited<R: Read, W: Write>(r: R, sink: &mut W, size: u64) -> Result<u64, DecodeError> {
     let mut limited = r.take(size.saturating_add(1));
-    io::copy(&mut limited, sink).map_err(|e| format!("object body unreadable: {e}"))
+    io::copy(&mut limited, sink).map_err(|e| classify("object body", e))
 }
 
 #[cfg(test)]
@@ -189,11 +217,13 @@ mod tests {
         v2[4] = 2;
         assert!(decode(&v2[..], &mut Vec::new())
             .unwrap_err()
+            .to_string()
             .contains("version"));
         let mut codec9 = encode(&header(Codec::Raw, b"x"), &b"x"[..], Vec::new()).unwrap();
         codec9[5] = 9;
         assert!(decode(&codec9[..], &mut Vec::new())
             .unwrap_err()
+            .to_string()
             .contains("codec"));
     }
 

@@ -21,9 +21,24 @@ fn cache(dir: &std::path::Path) -> Cache {
     Cache::open(cfg).unwrap()
 }
 
+/// A writer the test can read back after `serve` took ownership of it.
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn run(c: &Cache, input: impl Read) -> (Result<Ended>, Vec<Value>) {
-    let mut out = Vec::new();
-    let res = serve(c, input, &mut out);
+    let buf = SharedBuf::default();
+    let res = serve(c, input, buf.clone());
+    let out = buf.0.lock().unwrap().clone();
     let lines = out
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())

@@ -1,0 +1,384 @@
+//! Time limits, retries and a circuit breaker around any backend.
+//!
+//! A remote cache only pays when a fetch is cheaper than a rebuild, so every call has a
+//! deadline, transient failures get a bounded number of jittered retries, and a backend that
+//! keeps failing is not called at all for a while: every get is then a fast local-only miss.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+
+/// Deadlines and retry counts. The defaults suit a build cache: a get that takes seconds
+/// has already cost more than most compiles it could save.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Until a get has its response headers (the body has its own deadline above).
+    pub get_timeout: Duration,
+    pub get_attempts: u32,
+    pub put_timeout: Duration,
+    pub put_attempts: u32,
+    /// check, delete, list.
+    pub other_timeout: Duration,
+    pub other_attempts: u32,
+    /// Consecutive failures that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses calls before letting one probe through.
+    pub breaker_cooldown: Duration,
+    /// First retry delay; doubled each attempt, with ±50% jitter.
+    pub backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            get_timeout: Duration::from_secs(3),
+            get_attempts: 2,
+            put_timeout: Duration::from_secs(30),
+            put_attempts: 3,
+            other_timeout: Duration::from_secs(10),
+            other_attempts: 3,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Closed → (threshold consecutive failures) → open → (cooldown) → one probe → closed/open.
+pub struct Breaker {
+    failures: AtomicU32,
+    /// When the breaker may next let a call through; `None` while closed.
+    open_until: Mutex<Option<Instant>>,
+    /// Set for failures no retry or wait can fix (missing bucket, bad credentials).
+    disabled: Mutex<Option<String>>,
+    pub trips: AtomicU64,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            failures: AtomicU32::new(0),
+            open_until: Mutex::new(None),
+            disabled: Mutex::new(None),
+            trips: AtomicU64::new(0),
+            threshold,
+            cooldown,
+        }
+    }
+
+    /// Whether a call may go ahead. While open, one caller per cooldown gets through as a probe.
+    pub fn allow(&self) -> Result<(), BackendError> {
+        if let Some(why) = self
+            .disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Err(BackendError::Permanent(format!("remote disabled: {why}")));
+        }
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *open {
+            None => Ok(()),
+            Some(until) if Instant::now() >= until => {
+                // Half-open: this caller probes; others keep failing fast until it reports.
+                *open = Some(Instant::now() + self.cooldown);
+                Ok(())
+            }
+            Some(_) => Err(BackendError::Transient("circuit breaker open".into())),
+        }
+    }
+
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+            if open.is_none() {
+                self.trips.fetch_add(1, Ordering::Relaxed);
+            }
+            *open = Some(Instant::now() + self.cooldown);
+        }
+    }
+
+    /// Stops all calls for the rest of the session.
+    pub fn disable(&self, why: String) {
+        let mut d = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
+        if d.is_none() {
+            self.trips.fetch_add(1, Ordering::Relaxed);
+            *d = Some(why);
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+            || self
+                .open_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    }
+}
+
+pub struct Guarded {
+    inner: Arc<dyn Backend>,
+    pub limits: Limits,
+    pub breaker: Breaker,
+}
+
+impl Guarded {
+    pub fn new(inner: Arc<dyn Backend>, limits: Limits) -> Guarded {
+        let breaker = Breaker::new(limits.breaker_threshold, limits.breaker_cooldown);
+        Guarded {
+            inner,
+            limits,
+            breaker,
+        }
+    }
+
+    async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        attempts: u32,
+        f: F,
+    ) -> BackendResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = BackendResult<T>>,
+    {
+        let mut delay = self.limits.backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.breaker.allow()?;
+            let res = match tokio::time::timeout(timeout, f()).await {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::Transient(format!(
+                    "{} {what}: no answer within {timeout:?}",
+                    self.inner.name()
+                ))),
+            };
+            match res {
+                Ok(v) => {
+                    self.breaker.success();
+                    return Ok(v);
+                }
+                Err(e) => {
+                    self.breaker.failure();
+                    if !e.is_transient() || attempt >= attempts {
+                        return Err(e);
+                    }
+                    tracing::debug!("{what} attempt {attempt} failed, retrying: {e}");
+                    let jitter = 0.5 + rand::random::<f64>();
+                    tokio::time::sleep(delay.mul_f64(jitter)).await;
+                    delay *= 2;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Guarded {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn check(&self) -> BackendResult<()> {
+        let l = &self.limits;
+        self.call("check", l.other_timeout, 1, || self.inner.check())
+            .await
+    }
+    async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
+        let l = &self.limits;
+        self.call("get", l.get_timeout, l.get_attempts, || self.inner.get(key))
+            .await
+    }
+    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+        let l = &self.limits;
+        self.call("put", l.put_timeout, l.put_attempts, || {
+            self.inner.put(key, path, size)
+        })
+        .await
+    }
+    async fn delete(&self, key: &str) -> BackendResult<()> {
+        let l = &self.limits;
+        self.call("delete", l.other_timeout, l.other_attempts, || {
+            self.inner.delete(key)
+        })
+        .await
+    }
+    async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        let l = &self.limits;
+        self.call("list", l.other_timeout, l.other_attempts, || {
+            self.inner.list(prefix)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A backend whose calls fail (or hang) as told, counting how often it is called.
+    struct Flaky {
+        calls: AtomicUsize,
+        fail_first: usize,
+        hang: bool,
+        permanent: bool,
+    }
+
+    #[async_trait]
+    impl Backend for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn location(&self) -> String {
+            "flaky://".into()
+        }
+        async fn check(&self) -> BackendResult<()> {
+            Ok(())
+        }
+        async fn get(&self, _key: &str) -> BackendResult<Option<BodyReader>> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if n < self.fail_first {
+                return Err(if self.permanent {
+                    BackendError::Permanent("denied".into())
+                } else {
+                    BackendError::Transient("reset".into())
+                });
+            }
+            Ok(None)
+        }
+        async fn put(&self, _: &str, _: &Path, _: u64) -> BackendResult<PutOutcome> {
+            Ok(PutOutcome::Stored)
+        }
+        async fn delete(&self, _: &str) -> BackendResult<()> {
+            Ok(())
+        }
+        async fn list(&self, _: &str) -> BackendResult<Vec<ObjectInfo>> {
+            Ok(vec![])
+        }
+    }
+
+    fn flaky(fail_first: usize, hang: bool, permanent: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            calls: AtomicUsize::new(0),
+            fail_first,
+            hang,
+            permanent,
+        })
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            get_timeout: Duration::from_millis(50),
+            backoff: Duration::from_millis(1),
+            breaker_cooldown: Duration::from_millis(200),
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        let f = flaky(1, false, false);
+        let g = Guarded::new(f.clone(), limits());
+        assert!(
+            g.get("k").await.unwrap().is_none(),
+            "second attempt succeeds"
+        );
+        assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+
+        let f = flaky(100, false, false);
+        let g = Guarded::new(f.clone(), limits());
+        assert!(g.get("k").await.is_err());
+        assert_eq!(f.calls.load(Ordering::SeqCst), 2, "get_attempts = 2");
+
+        let f = flaky(100, false, true);
+        let g = Guarded::new(f.clone(), limits());
+        assert!(g.get("k").await.is_err());
+        assert_eq!(
+            f.calls.load(Ordering::SeqCst),
+            1,
+            "permanent errors are not retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_backend_costs_at_most_the_deadline() {
+        let f = flaky(0, true, false);
+        let g = Guarded::new(f.clone(), limits());
+        let start = Instant::now();
+        let Err(err) = g.get("k").await else {
+            panic!("expected an error")
+        };
+        assert!(err.to_string().contains("no answer"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_stops_calls_then_probes() {
+        let f = flaky(1000, false, false);
+        let g = Guarded::new(f.clone(), limits());
+        for _ in 0..10 {
+            let _ = g.get("k").await;
+        }
+        let calls = f.calls.load(Ordering::SeqCst);
+        assert_eq!(calls, 5, "threshold 5: later calls never reach the backend");
+        assert_eq!(g.breaker.trips.load(Ordering::Relaxed), 1);
+        assert!(g.breaker.is_open());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = g.get("k").await;
+        assert_eq!(
+            f.calls.load(Ordering::SeqCst),
+            6,
+            "one probe after the cooldown"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recovered_backend_closes_the_breaker() {
+        let f = flaky(5, false, false);
+        let g = Guarded::new(f.clone(), limits());
+        for _ in 0..3 {
+            let _ = g.get("k").await;
+        }
+        assert!(g.breaker.is_open());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(g.get("k").await.is_ok());
+        assert!(!g.breaker.is_open());
+    }
+
+    #[tokio::test]
+    async fn a_disabled_backend_is_never_called() {
+        let f = flaky(0, false, false);
+        let g = Guarded::new(f.clone(), limits());
+        g.breaker.disable("bucket missing".into());
+        let Err(err) = g.get("k").await else {
+            panic!("expected an error")
+        };
+        assert!(err.to_string().contains("bucket missing"));
+        assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+    }
+}

@@ -1,0 +1,495 @@
+//! The remote tier as the cache sees it: fetches into the local tier, background uploads,
+//! single-flight, and fail-open accounting. One of these sits on top of any [`Backend`].
+
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
+
+use super::guard::{Guarded, Limits};
+use super::object::{self, Codec, Header};
+use super::{Backend, BackendError, BodyReader, PutOutcome};
+use crate::config::LockType;
+use crate::ids::ActionId;
+use crate::local::{LocalTier, Lookup};
+use crate::stats::Stats;
+use crate::{Entry, Error, Result};
+
+/// Uploads waiting beyond this are skipped (counted, warned once): the entry stays local.
+/// A queued upload is a few dozen bytes (the body stays in the local tier), so the bound is
+/// about not falling arbitrarily behind, not memory.
+pub(crate) const QUEUE_CAP: usize = 4096;
+/// Concurrent uploads.
+const UPLOAD_CONCURRENCY: usize = 8;
+/// A body read that makes no progress for this long fails the fetch (a server that stalls
+/// mid-body must not hold a fetch forever).
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Upload {
+    pub action: ActionId,
+    pub entry: Entry,
+}
+
+pub(crate) struct RemoteTier {
+    pub backend: Arc<Guarded>,
+    prefix: String,
+    codec: Codec,
+    read_only: bool,
+    lock_type: LockType,
+    lock_dir: PathBuf,
+    local: Arc<LocalTier>,
+    stats: Arc<Stats>,
+    /// In-process single-flight: one fetch per ActionID, others wait for its result.
+    flights: Mutex<HashMap<ActionId, Arc<OnceCell<Option<Entry>>>>>,
+    queue: mpsc::Sender<Upload>,
+    /// Queued plus running uploads.
+    pending: Arc<AtomicU64>,
+    idle: Arc<Notify>,
+}
+
+pub(crate) struct Settings {
+    pub prefix: String,
+    pub compression: bool,
+    pub read_only: bool,
+    pub lock_type: LockType,
+    pub lock_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl RemoteTier {
+    /// Wires a backend in. Must run inside the runtime (it spawns the upload dispatcher).
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        s: Settings,
+        local: Arc<LocalTier>,
+        stats: Arc<Stats>,
+    ) -> Arc<RemoteTier> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAP);
+        let tier = Arc::new(RemoteTier {
+            backend: Arc::new(Guarded::new(backend, s.limits)),
+            prefix: s.prefix,
+            codec: if s.compression {
+                Codec::Lz4
+            } else {
+                Codec::Raw
+            },
+            read_only: s.read_only,
+            lock_type: s.lock_type,
+            lock_dir: s.lock_dir,
+            local,
+            stats,
+            flights: Mutex::new(HashMap::new()),
+            queue: tx,
+            pending: Arc::new(AtomicU64::new(0)),
+            idle: Arc::new(Notify::new()),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&tier), rx));
+        let t = Arc::clone(&tier);
+        tokio::spawn(async move { t.startup_check().await });
+        tier
+    }
+
+    pub fn key(&self, action: &ActionId) -> String {
+        format!("{}{}", self.prefix, action.to_hex())
+    }
+
+    pub fn location(&self) -> String {
+        format!("{}/{}", self.backend.location(), self.prefix)
+    }
+
+    /// A missing bucket or bad credentials will not fix themselves: say so once and run
+    /// local-only. A transient failure only counts towards the breaker.
+    async fn startup_check(&self) {
+        if let Err(e) = self.backend.check().await {
+            self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+            let msg = format!(
+                "remote cache {} is not usable, continuing with the local cache only: {e}",
+                self.location()
+            );
+            if !e.is_transient() {
+                self.backend.breaker.disable(e.to_string());
+            }
+            self.stats.warn_once("remote", &msg);
+        }
+    }
+
+    /// Fetches an entry into the local tier; `None` on a miss or any failure (fail-open).
+    pub async fn fetch(self: &Arc<Self>, action: ActionId) -> Option<Entry> {
+        if self.lock_type == LockType::Noop {
+            return self.fetch_locked(action).await;
+        }
+        let cell = {
+            let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(f.entry(action).or_default())
+        };
+        let res = cell.get_or_init(|| self.fetch_locked(action)).await.clone();
+        let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if f.get(&action).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            f.remove(&action);
+        }
+        res
+    }
+
+    /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
+    /// wait, then find it locally.
+    async fn fetch_locked(self: &Arc<Self>, action: ActionId) -> Option<Entry> {
+        let _guard = if self.lock_type == LockType::Fslock {
+            let path = self.lock_dir.join(action.to_hex());
+            match tokio::task::spawn_blocking(move || FileLock::acquire(path)).await {
+                Ok(Ok(g)) => Some(g),
+                Ok(Err(e)) => {
+                    self.stats.warn_once("lock", &format!("fetch lock: {e}"));
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        if _guard.is_some() {
+            if let Ok(Lookup::Hit(e)) = self.local.get(&action) {
+                return Some(e); // another process fetched it while we waited
+            }
+        }
+        let key = self.key(&action);
+        match self.download(&key, action).await {
+            Ok(found) => found,
+            Err(Failure::Backend(e)) => {
+                self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .warn_once("remote", &format!("remote get {key}: {e}"));
+                None
+            }
+            Err(Failure::Local(m)) => {
+                // Our own disk failed, not the remote: a miss, but not the remote's fault.
+                self.stats
+                    .warn_once("local", &format!("storing fetched entry: {m}"));
+                None
+            }
+            Err(Failure::Corrupt(why)) => {
+                self.stats.remote_corrupt.fetch_add(1, Ordering::Relaxed);
+                self.stats.warn_once(
+                    "remote-corrupt",
+                    &format!("remote object {key} is damaged: {why}"),
+                );
+                if !self.read_only {
+                    // So the next put can replace it (puts never overwrite).
+                    let _ = self.backend.delete(&key).await;
+                }
+                None
+            }
+        }
+    }
+
+    async fn download(&self, key: &str, action: ActionId) -> Result<Option<Entry>, Failure> {
+        let Some(reader) = self.backend.get(key).await.map_err(Failure::Backend)? else {
+            self.stats.remote_misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let reader = StallGuard::new(reader, STALL_TIMEOUT);
+        let local = Arc::clone(&self.local);
+        let handle = tokio::runtime::Handle::current();
+        // The decoder is synchronous (LZ4 frames); it streams from the network straight into
+        // the local tier's temp file, hashing as it goes: no whole-body buffer.
+        let decoded = tokio::task::spawn_blocking(move || {
+            let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+            let mut pending = local
+                .begin_put()
+                .map_err(|e| Failure::Local(e.to_string()))?;
+            let header = object::decode(bridge, &mut pending).map_err(|e| match e {
+                object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
+                object::DecodeError::Io(e) => {
+                    Failure::Backend(BackendError::Transient(format!("reading object body: {e}")))
+                }
+            })?;
+            if header.action_id != action {
+                return Err(Failure::Corrupt(format!(
+                    "object was written for action {}",
+                    header.action_id
+                )));
+            }
+            pending
+                .commit_at(&action, &header.output_id, Some(header.size), header.time)
+                .map_err(|e| match e {
+                    Error::Integrity(m) => Failure::Corrupt(m),
+                    other => Failure::Local(other.to_string()),
+                })
+        })
+        .await
+        .map_err(|e| Failure::Backend(BackendError::Transient(format!("decode task: {e}"))))?;
+        let entry = decoded?;
+        self.stats
+            .bytes_down
+            .fetch_add(entry.size, Ordering::Relaxed);
+        Ok(Some(entry))
+    }
+
+    /// Queues an upload; never blocks. Skipped (and counted) when the queue is full.
+    pub fn enqueue(&self, up: Upload) {
+        if self.read_only {
+            return;
+        }
+        let n = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        self.stats
+            .upload_queue_high_water
+            .fetch_max(n, Ordering::Relaxed);
+        if let Err(e) = self.queue.try_send(up) {
+            self.done_one();
+            self.stats.uploads_dropped.fetch_add(1, Ordering::Relaxed);
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    format!("upload queue full ({QUEUE_CAP} waiting): skipping uploads, entries stay local")
+                }
+                mpsc::error::TrySendError::Closed(_) => "uploads stopped".to_string(),
+            };
+            self.stats.warn_once("upload-queue", &why);
+        }
+    }
+
+    fn done_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Uploads one entry now. Counted; errors are logged once and returned.
+    pub async fn upload(&self, up: Upload) -> std::result::Result<PutOutcome, String> {
+        let key = self.key(&up.action);
+        let res = self.upload_inner(&key, &up).await;
+        match &res {
+            Ok(PutOutcome::Stored) => {
+                self.stats.uploads.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(PutOutcome::AlreadyExists) => {
+                self.stats.uploads_existing.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .warn_once("upload", &format!("remote put {key}: {e}"));
+            }
+        }
+        res
+    }
+
+    async fn upload_inner(
+        &self,
+        key: &str,
+        up: &Upload,
+    ) -> std::result::Result<PutOutcome, String> {
+        let header = Header {
+            codec: self.codec,
+            action_id: up.action,
+            output_id: up.entry.output_id,
+            size: up.entry.size,
+            time: up.entry.time,
+        };
+        let body = up.entry.path.clone();
+        let local = Arc::clone(&self.local);
+        // Encode into a temp file beside the local tier: streaming, bounded memory, and the
+        // upload can be retried from it.
+        let (tmp, size) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let src = std::fs::File::open(&body)?;
+            let (file, tmp) = local.temp_file().map_err(io::Error::other)?;
+            let guard = TempFile(tmp);
+            let out = object::encode(&header, io::BufReader::new(src), io::BufWriter::new(file))?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            let size = file.metadata()?.len();
+            Ok((guard, size))
+        })
+        .await
+        .map_err(|e| format!("encode task: {e}"))?
+        .map_err(|e| format!("encoding {}: {e}", up.entry.path.display()))?;
+        let res = self.backend.put(key, &tmp.0, size).await;
+        if let Ok(PutOutcome::Stored) = res {
+            self.stats.bytes_up.fetch_add(size, Ordering::Relaxed);
+        }
+        res.map_err(|e| e.to_string())
+    }
+
+    /// Waits until every queued upload is done or `deadline` passes; returns how many were
+    /// still pending then (and counts them).
+    pub async fn drain(&self, deadline: Duration) -> u64 {
+        let until = Instant::now() + deadline;
+        loop {
+            let notified = self.idle.notified();
+            let left = self.pending.load(Ordering::Acquire);
+            if left == 0 {
+                return 0;
+            }
+            let now = Instant::now();
+            if now >= until {
+                self.stats
+                    .uploads_not_done
+                    .fetch_add(left, Ordering::Relaxed);
+                return left;
+            }
+            let _ =
+                tokio::time::timeout((until - now).min(Duration::from_millis(100)), notified).await;
+        }
+    }
+
+    /// Deletes every object under the prefix. `announce` is told the count before deleting.
+    pub async fn clear(&self, force: bool, announce: &(dyn Fn(usize, &str) + Sync)) -> Result<u64> {
+        if self.prefix.is_empty() && !force {
+            return Err(Error::Config(format!(
+                "refusing to clear {}: the prefix is empty, which means the whole bucket; \
+                 pass --force if that is really what you want",
+                self.backend.location()
+            )));
+        }
+        let be = |e: BackendError| Error::Backend {
+            backend: self.backend.name(),
+            message: e.to_string(),
+        };
+        let objects = self.backend.list(&self.prefix).await.map_err(be)?;
+        announce(objects.len(), &self.location());
+        let sem = Arc::new(Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for o in objects {
+            // Belt and braces: list must only return keys under the prefix.
+            if !o.key.starts_with(&self.prefix) {
+                continue;
+            }
+            let backend = Arc::clone(&self.backend);
+            let permit = Arc::clone(&sem)
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            tasks.spawn(async move {
+                let _permit = permit;
+                backend.delete(&o.key).await
+            });
+        }
+        let mut deleted = 0;
+        let mut first_err = None;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(())) => deleted += 1,
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(BackendError::Transient(e.to_string()))),
+            }
+        }
+        match first_err {
+            Some(e) => Err(Error::Backend {
+                backend: self.backend.name(),
+                message: format!("deleted {deleted} objects, then: {e}"),
+            }),
+            None => Ok(deleted),
+        }
+    }
+}
+
+async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Upload>) {
+    let sem = Arc::new(Semaphore::new(UPLOAD_CONCURRENCY));
+    while let Some(up) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
+            break;
+        };
+        let Some(t) = tier.upgrade() else { break };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = t.upload(up).await;
+            t.done_one();
+        });
+    }
+}
+
+enum Failure {
+    Backend(BackendError),
+    Corrupt(String),
+    Local(String),
+}
+
+/// Removes a temp file when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An exclusive flock on a per-ActionID file, released (and the file removed) on drop.
+struct FileLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    fn acquire(path: PathBuf) -> io::Result<FileLock> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok(FileLock { file, path })
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Removing before unlocking means a waiter may hold a lock on an unlinked file while a
+        // newcomer creates a fresh one: at worst one duplicate fetch, never a wrong entry.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Fails a read that makes no progress for `limit`.
+struct StallGuard {
+    inner: BodyReader,
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(inner: BodyReader, limit: Duration) -> StallGuard {
+        StallGuard {
+            inner,
+            limit,
+            timer: None,
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no data for {limit:?}"),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}

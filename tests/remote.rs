@@ -1,0 +1,326 @@
+//! The remote tier end to end, with the real go command: written once, run against every
+//! store (a shared directory here; S3 on moto_server and GCS on fake-gcs-server in their
+//! modules). A remote hit is always proven with a fresh, empty local dir.
+
+use std::path::PathBuf;
+
+use crate::util::*;
+
+/// Raw access to a store, to look at and damage objects behind the helper's back.
+pub trait Store {
+    /// The helper's environment for this store (`GOBUILDCACHE_BACKEND`, bucket, endpoint...).
+    fn env(&self) -> Vec<(String, String)>;
+    /// Every object key in the store, sorted.
+    fn keys(&self) -> Vec<String>;
+    fn read(&self, key: &str) -> Vec<u8>;
+    fn write(&self, key: &str, data: &[u8]);
+}
+
+/// A directory used as the remote (`-remote-dir`): the cheapest real store.
+pub struct DirStore(pub PathBuf);
+
+impl Store for DirStore {
+    fn env(&self) -> Vec<(String, String)> {
+        vec![(
+            "GOBUILDCACHE_REMOTE_DIR".into(),
+            self.0.to_str().unwrap().into(),
+        )]
+    }
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = files_under(&self.0)
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&self.0)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.0.join(key)).unwrap()
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        let p = self.0.join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap()
+    }
+}
+
+pub struct Run {
+    pub t: TestDir,
+    pub module: PathBuf,
+}
+
+impl Run {
+    pub fn new() -> Run {
+        let t = TestDir::new();
+        let module = t.path("mod");
+        write_module(&module);
+        Run { t, module }
+    }
+
+    /// A go command on a brand-new local dir (a fresh CI machine) sharing `store`.
+    pub fn fresh(&self, store: &dyn Store, name: &str, extra: &[(&str, &str)]) -> (GoEnv, PathBuf) {
+        let stats = self.t.path(&format!("{name}.json"));
+        let mut go = GoEnv::ours(
+            &self.t,
+            &self.module,
+            &self.t.path(&format!("local-{name}")),
+            &stats,
+        );
+        go.extra_env = store.env();
+        for (k, v) in extra {
+            go.extra_env.push((k.to_string(), v.to_string()));
+        }
+        (go, stats)
+    }
+}
+
+fn object_keys(store: &dyn Store) -> Vec<String> {
+    store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("gobuildcache/"))
+        .collect()
+}
+
+/// Process 1 fills the remote from an empty local dir; process 2, on another empty local dir,
+/// gets every entry from the remote: same binaries, `go test` cached.
+pub fn fresh_machine_gets_remote_hits(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, s1) = r.fresh(store, "one", &[]);
+    let app1 = r.t.path("app1");
+    go1.ok(&["build", "-o", app1.to_str().unwrap(), "./cmd/app"]);
+    go1.ok(&["test", "./..."]);
+    let first = stats(&s1);
+    assert!(first.uploads > 0, "{first:?}");
+    assert_eq!(
+        first.upload_failures + first.uploads_dropped + first.uploads_not_done,
+        0,
+        "{first:?}"
+    );
+    assert!(!object_keys(store).is_empty());
+
+    let (go2, s2) = r.fresh(store, "two", &[]);
+    let app2 = r.t.path("app2");
+    go2.ok(&["build", "-o", app2.to_str().unwrap(), "./cmd/app"]);
+    let second = stats(&s2);
+    assert_eq!(second.local_hits, 0, "the local dir was empty: {second:?}");
+    assert!(second.remote_hits > 0, "{second:?}");
+    assert_warm(&second, 1); // the link of cmd/app is never cached
+    assert_eq!(
+        second.remote_errors + second.remote_corrupt,
+        0,
+        "{second:?}"
+    );
+    assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app2).unwrap());
+
+    let (go3, s3) = r.fresh(store, "three", &[]);
+    let out = go3.ok(&["test", "./..."]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("(cached)").count(), 2, "{text}");
+    assert_warm(&stats(&s3), 0);
+}
+
+/// Objects with flipped bytes or cut short are misses, counted, and the build is correct.
+pub fn damaged_objects_are_rebuilt(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "fill", &[]);
+    go1.ok(&["build", "./..."]);
+    let keys = object_keys(store);
+    assert!(keys.len() > 10);
+    let mut damaged = 0;
+    for (i, key) in keys.iter().enumerate() {
+        let mut data = store.read(key);
+        match i % 3 {
+            0 => {
+                let mid = data.len() / 2;
+                data[mid] ^= 0x55; // flipped bits in the body
+            }
+            1 => data.truncate(data.len() * 2 / 3), // truncated
+            _ => continue,
+        }
+        store.write(key, &data);
+        damaged += 1;
+    }
+    let (go2, s2) = r.fresh(store, "after", &[]);
+    let app = r.t.path("app");
+    go2.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
+    let s = stats(&s2);
+    assert!(s.remote_corrupt > 0, "{s:?}");
+    assert!(s.remote_corrupt <= damaged, "{s:?}");
+    assert!(s.remote_hits > 0, "undamaged objects still serve: {s:?}");
+    let native = GoEnv::native(&r.t, &r.module, &r.t.path("native"));
+    let app_native = r.t.path("app-native");
+    native.ok(&["build", "-o", app_native.to_str().unwrap(), "./cmd/app"]);
+    assert_eq!(
+        std::fs::read(app).unwrap(),
+        std::fs::read(app_native).unwrap()
+    );
+    assert_bodies_intact(&r.t.path("local-after"));
+}
+
+/// Objects written with compression are read by a helper configured without it.
+pub fn compression_is_recorded_in_the_object(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "lz4", &[("GOBUILDCACHE_COMPRESSION", "true")]);
+    go1.ok(&["build", "./..."]);
+    let (go2, s2) = r.fresh(store, "raw", &[("GOBUILDCACHE_COMPRESSION", "false")]);
+    go2.ok(&["build", "./..."]);
+    let s = stats(&s2);
+    assert!(s.remote_hits > 0 && s.remote_corrupt == 0, "{s:?}");
+    assert_warm(&s, 1);
+}
+
+/// `-read-only` reads the remote but never writes or deletes anything in it.
+pub fn read_only_leaves_the_store_unchanged(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "ro-empty", &[("GOBUILDCACHE_READ_ONLY", "true")]);
+    go1.ok(&["build", "./mathx"]);
+    assert!(
+        object_keys(store).is_empty(),
+        "read-only wrote to an empty store"
+    );
+
+    let (go2, _) = r.fresh(store, "fill", &[]);
+    go2.ok(&["build", "./mathx"]);
+    let before: Vec<(String, Vec<u8>)> = object_keys(store)
+        .into_iter()
+        .map(|k| (store.read(&k), k))
+        .map(|(d, k)| (k, d))
+        .collect();
+    // Damage one object: a read-only helper must not delete it either.
+    let (k0, d0) = &before[0];
+    let mut bad = d0.clone();
+    bad.truncate(10);
+    store.write(k0, &bad);
+    let (go3, s3) = r.fresh(store, "ro", &[("GOBUILDCACHE_READ_ONLY", "true")]);
+    go3.ok(&["build", "./..."]);
+    let s = stats(&s3);
+    assert!(s.remote_hits > 0, "{s:?}");
+    assert_eq!(s.uploads + s.upload_failures, 0, "{s:?}");
+    let after: Vec<String> = object_keys(store);
+    assert_eq!(
+        after,
+        before.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(store.read(k0), bad);
+}
+
+/// clear-remote deletes its prefix and nothing else; an empty prefix needs --force.
+pub fn clear_remote_deletes_only_its_prefix(store: &dyn Store, prefix_flag: Option<&str>) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "fill", &[]);
+    go1.ok(&["build", "./mathx"]);
+    let foreign = "other-team/keep-me";
+    store.write(foreign, b"not ours");
+    let n = object_keys(store).len();
+    assert!(n > 0);
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(bin());
+        c.arg("clear-remote")
+            .args(args)
+            .arg("-cache-dir")
+            .arg(r.t.path("local-clear"));
+        for (k, v) in store.env() {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("deleting {n} objects")), "{text}");
+    assert!(text.contains(&format!("deleted {n} objects")), "{text}");
+    assert!(object_keys(store).is_empty());
+    assert!(store.keys().contains(&foreign.to_string()));
+
+    if let Some(flag) = prefix_flag {
+        let out = run(&[flag, ""]);
+        assert!(!out.status.success(), "an empty prefix is refused");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+        assert!(store.keys().contains(&foreign.to_string()));
+    }
+}
+
+/// A store that fails every call: the build still succeeds, local-only, counted.
+pub fn failing_store_is_a_miss_not_a_failure(store: &dyn Store) {
+    let r = Run::new();
+    let (go, s) = r.fresh(store, "faulty", &[("GOBUILDCACHE_ERROR_RATE", "1.0")]);
+    let out = go.ok(&["build", "./..."]);
+    let st = stats(&s);
+    assert!(st.remote_errors > 0, "{st:?}");
+    assert!(st.breaker_trips >= 1, "{st:?}");
+    assert_eq!(st.remote_hits, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warnings = err.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warnings <= 3,
+        "one warning per kind, not one per request:\n{err}"
+    );
+}
+
+// The shared directory store.
+
+fn dir_store(t: &TestDir) -> DirStore {
+    let d = t.path("remote");
+    std::fs::create_dir_all(&d).unwrap();
+    DirStore(d)
+}
+
+#[test]
+fn dir_fresh_machine_gets_remote_hits() {
+    let t = TestDir::new();
+    fresh_machine_gets_remote_hits(&dir_store(&t));
+}
+
+#[test]
+fn dir_damaged_objects_are_rebuilt() {
+    let t = TestDir::new();
+    damaged_objects_are_rebuilt(&dir_store(&t));
+}
+
+#[test]
+fn dir_compression_is_recorded_in_the_object() {
+    let t = TestDir::new();
+    compression_is_recorded_in_the_object(&dir_store(&t));
+}
+
+#[test]
+fn dir_read_only_leaves_the_store_unchanged() {
+    let t = TestDir::new();
+    read_only_leaves_the_store_unchanged(&dir_store(&t));
+}
+
+#[test]
+fn dir_clear_remote_deletes_only_its_prefix() {
+    let t = TestDir::new();
+    clear_remote_deletes_only_its_prefix(&dir_store(&t), None);
+}
+
+#[test]
+fn dir_failing_store_is_a_miss_not_a_failure() {
+    let t = TestDir::new();
+    failing_store_is_a_miss_not_a_failure(&dir_store(&t));
+}
+
+#[test]
+fn dir_missing_store_warns_once_and_builds() {
+    let t = TestDir::new();
+    let store = DirStore(t.path("does-not-exist"));
+    let r = Run::new();
+    let (go, s) = r.fresh(&store, "missing", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits, 0);
+    assert!(st.misses > 0);
+}
