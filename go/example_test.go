@@ -78,7 +78,9 @@ func ExampleCache_Get() {
 }
 
 func ExampleCache_Close() {
-	c, err := gobuildcache.Open(gobuildcache.Config{CacheDir: os.TempDir() + "/gobuildcache-example-close"})
+	dir, _ := os.MkdirTemp("", "gobuildcache-example")
+	defer os.RemoveAll(dir)
+	c, err := gobuildcache.Open(gobuildcache.Config{CacheDir: dir})
 	if err != nil {
 		log.Fatal(err)
 	}
