@@ -5,8 +5,9 @@
 //! library function and turns the result into a [`gbc_result`] code.
 //!
 //! Conventions (as in rustls-ffi):
-//! - Every function body runs inside [`ffi_boundary!`]: a panic never unwinds into C, it
-//!   becomes `GBC_RESULT_PANIC` (or a no-op for functions that return nothing).
+//! - Every function body runs inside `ffi_boundary!` (`src/boundary.rs`): a panic never
+//!   unwinds into C, it becomes `GBC_RESULT_PANIC` (or a no-op for functions that return
+//!   nothing).
 //! - A NULL pointer or a pointer/length pair that cannot be a buffer is
 //!   `GBC_RESULT_INVALID_ARGUMENT`.
 //! - Output parameters come last and are written only when the call returns `GBC_RESULT_OK`.
