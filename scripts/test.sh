@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 command -v go >/dev/null || { echo "the tests need the go command (Go 1.24+)" >&2; exit 1; }
 
+echo "== test servers (moto_server for S3, fake-gcs-server for GCS)"
+bash scripts/test-servers.sh
+
 echo "== cargo test (workspace: library, binary, real go builds)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

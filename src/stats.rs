@@ -30,6 +30,7 @@ pub(crate) struct Stats {
     pub uploads_existing: AtomicU64,
     pub upload_failures: AtomicU64,
     pub uploads_dropped: AtomicU64,
+    pub uploads_skipped: AtomicU64,
     pub uploads_not_done: AtomicU64,
     pub upload_queue_high_water: AtomicU64,
     pub breaker_trips: AtomicU64,
@@ -67,6 +68,8 @@ pub struct StatsSnapshot {
     pub upload_failures: u64,
     /// Uploads not queued because the queue was full (the entry stays local).
     pub uploads_dropped: u64,
+    /// Uploads not attempted because the remote was unusable or its breaker open.
+    pub uploads_skipped: u64,
     /// Uploads still pending when close's deadline passed.
     pub uploads_not_done: u64,
     pub upload_queue_high_water: u64,
@@ -129,6 +132,7 @@ impl Stats {
             uploads_existing: g(&self.uploads_existing),
             upload_failures: g(&self.upload_failures),
             uploads_dropped: g(&self.uploads_dropped),
+            uploads_skipped: g(&self.uploads_skipped),
             uploads_not_done: g(&self.uploads_not_done),
             upload_queue_high_water: g(&self.upload_queue_high_water),
             breaker_trips: g(&self.breaker_trips),
@@ -197,6 +201,7 @@ impl StatsSnapshot {
                 (self.remote_corrupt, "corrupt objects dropped"),
                 (self.upload_failures, "uploads failed"),
                 (self.uploads_dropped, "uploads skipped (queue full)"),
+                (self.uploads_skipped, "uploads skipped (remote unavailable)"),
                 (self.uploads_not_done, "uploads not done by close"),
                 (self.breaker_trips, "circuit-breaker trips"),
             ];

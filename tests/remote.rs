@@ -324,3 +324,236 @@ fn dir_missing_store_warns_once_and_builds() {
     assert_eq!(st.remote_hits, 0);
     assert!(st.misses > 0);
 }
+
+// S3 on a real moto_server.
+
+use crate::fake_gcs::FakeGcs;
+use crate::moto::Moto;
+
+pub struct S3Store {
+    pub server: Moto,
+    pub bucket: String,
+}
+
+impl S3Store {
+    pub fn start() -> S3Store {
+        let server = Moto::start();
+        server.create_bucket("gbc");
+        S3Store {
+            server,
+            bucket: "gbc".into(),
+        }
+    }
+}
+
+impl Store for S3Store {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env(&self.bucket)
+    }
+    fn keys(&self) -> Vec<String> {
+        let mut k = self.server.keys(&self.bucket, "");
+        k.sort();
+        k
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        self.server
+            .get_object(&self.bucket, key)
+            .expect("object exists")
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        self.server.put_object(&self.bucket, key, data)
+    }
+}
+
+#[test]
+fn s3_fresh_machine_gets_remote_hits() {
+    fresh_machine_gets_remote_hits(&S3Store::start());
+}
+
+#[test]
+fn s3_damaged_objects_are_rebuilt() {
+    damaged_objects_are_rebuilt(&S3Store::start());
+}
+
+#[test]
+fn s3_compression_is_recorded_in_the_object() {
+    compression_is_recorded_in_the_object(&S3Store::start());
+}
+
+#[test]
+fn s3_read_only_leaves_the_store_unchanged() {
+    read_only_leaves_the_store_unchanged(&S3Store::start());
+}
+
+#[test]
+fn s3_clear_remote_deletes_only_its_prefix() {
+    clear_remote_deletes_only_its_prefix(&S3Store::start(), Some("-s3-prefix"));
+}
+
+#[test]
+fn s3_failing_store_is_a_miss_not_a_failure() {
+    failing_store_is_a_miss_not_a_failure(&S3Store::start());
+}
+
+/// A missing bucket and rejected credentials: one clear warning, a green local-only build.
+#[test]
+fn s3_missing_bucket_and_bad_credentials_build_local_only() {
+    let store = S3Store::start();
+    let r = Run::new();
+    let missing = S3Store {
+        server: Moto::start(),
+        bucket: "no-such-bucket".into(),
+    };
+    let (go, s) = r.fresh(&missing, "missing", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(err.contains("no-such-bucket"), "{err}");
+    assert_eq!(stats(&s).remote_hits, 0);
+
+    let denying = Moto::start_with_auth();
+    let bad = S3Store {
+        server: denying,
+        bucket: "gbc".into(),
+    };
+    let (go, s) = r.fresh(&bad, "denied", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(!err.contains("testing"), "no credential in messages: {err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits + st.uploads, 0, "{st:?}");
+    drop(store);
+}
+
+/// The server dies in the middle of a build: the build still succeeds, correct, and the
+/// failure costs bounded time (timeouts and the breaker), not a hang.
+#[test]
+fn s3_server_stopped_mid_build() {
+    let mut store = S3Store::start();
+    let r = Run::new();
+    let (fill, _) = r.fresh(&store, "fill", &[]);
+    fill.ok(&["build", "./..."]);
+
+    let (go, s) = r.fresh(&store, "victim", &[]);
+    let app = r.t.path("app");
+    let child = go
+        .command(&["build", "-a", "-o", app.to_str().unwrap(), "./cmd/app"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let local = r.t.path("local-victim");
+    let start = std::time::Instant::now();
+    while files_under(&local.join("v1/o")).len() < 15 && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    store.server.stop();
+    let stopped_at = std::time::Instant::now();
+    let out = wait_bounded(child, std::time::Duration::from_secs(300), "go build");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tail = stopped_at.elapsed();
+    let st = stats(&s);
+    assert!(st.remote_errors > 0 || st.upload_failures > 0, "{st:?}");
+    // A cold rebuild of what is left takes tens of seconds on 2 cores; the remote must not
+    // add more than its deadlines (a few seconds) on top.
+    assert!(
+        tail.as_secs() < 240,
+        "took {tail:?} after the server stopped"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let warns = err.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warns <= 4,
+        "a dying server is a handful of lines, not one per request:\n{err}"
+    );
+    let native = GoEnv::native(&r.t, &r.module, &r.t.path("native"));
+    let app_native = r.t.path("app-native");
+    native.ok(&["build", "-o", app_native.to_str().unwrap(), "./cmd/app"]);
+    assert_eq!(
+        std::fs::read(app).unwrap(),
+        std::fs::read(app_native).unwrap()
+    );
+}
+
+// GCS on a real fake-gcs-server.
+
+pub struct GcsStore {
+    pub server: FakeGcs,
+    pub bucket: String,
+}
+
+impl GcsStore {
+    pub fn start() -> GcsStore {
+        let server = FakeGcs::start();
+        server.create_bucket("gbc");
+        GcsStore {
+            server,
+            bucket: "gbc".into(),
+        }
+    }
+}
+
+impl Store for GcsStore {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env(&self.bucket)
+    }
+    fn keys(&self) -> Vec<String> {
+        let mut k = self.server.object_names(&self.bucket);
+        k.sort();
+        k
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        self.server
+            .get_object(&self.bucket, key)
+            .expect("object exists")
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        self.server.put_object(&self.bucket, key, data)
+    }
+}
+
+#[test]
+fn gcs_fresh_machine_gets_remote_hits() {
+    fresh_machine_gets_remote_hits(&GcsStore::start());
+}
+
+#[test]
+fn gcs_damaged_objects_are_rebuilt() {
+    damaged_objects_are_rebuilt(&GcsStore::start());
+}
+
+#[test]
+fn gcs_compression_is_recorded_in_the_object() {
+    compression_is_recorded_in_the_object(&GcsStore::start());
+}
+
+#[test]
+fn gcs_read_only_leaves_the_store_unchanged() {
+    read_only_leaves_the_store_unchanged(&GcsStore::start());
+}
+
+#[test]
+fn gcs_clear_remote_deletes_only_its_prefix() {
+    clear_remote_deletes_only_its_prefix(&GcsStore::start(), Some("-gcs-prefix"));
+}
+
+#[test]
+fn gcs_missing_bucket_builds_local_only() {
+    let store = GcsStore::start();
+    let missing = GcsStore {
+        server: FakeGcs::start(),
+        bucket: "no-such-bucket".into(),
+    };
+    let r = Run::new();
+    let (go, s) = r.fresh(&missing, "missing", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert_eq!(stats(&s).remote_hits, 0);
+    drop(store);
+}

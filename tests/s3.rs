@@ -39,7 +39,7 @@ async fn read_all(b: &S3Backend, key: &str) -> Option<Vec<u8>> {
 
 fn message(e: &BackendError) -> &str {
     match e {
-        BackendError::Transient(m) | BackendError::Permanent(m) => m,
+        BackendError::Transient(m) | BackendError::Permanent(m) | BackendError::Unavailable(m) => m,
     }
 }
 

@@ -81,7 +81,7 @@ impl Breaker {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            return Err(BackendError::Permanent(format!("remote disabled: {why}")));
+            return Err(BackendError::Unavailable(format!("remote disabled: {why}")));
         }
         let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
         match *open {
@@ -91,7 +91,7 @@ impl Breaker {
                 *open = Some(Instant::now() + self.cooldown);
                 Ok(())
             }
-            Some(_) => Err(BackendError::Transient("circuit breaker open".into())),
+            Some(_) => Err(BackendError::Unavailable("circuit breaker open".into())),
         }
     }
 
@@ -100,15 +100,26 @@ impl Breaker {
         *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub fn failure(&self) {
+    /// Records a failure; true when this one opened the breaker.
+    pub fn failure(&self) -> bool {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut tripped = false;
         if n >= self.threshold {
             let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
             if open.is_none() {
                 self.trips.fetch_add(1, Ordering::Relaxed);
+                tripped = true;
             }
             *open = Some(Instant::now() + self.cooldown);
         }
+        tripped
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Stops all calls for the rest of the session.
@@ -137,15 +148,22 @@ pub struct Guarded {
     inner: Arc<dyn Backend>,
     pub limits: Limits,
     pub breaker: Breaker,
+    /// Told once each time the breaker opens.
+    on_trip: Box<dyn Fn(&BackendError) + Send + Sync>,
 }
 
 impl Guarded {
-    pub fn new(inner: Arc<dyn Backend>, limits: Limits) -> Guarded {
+    pub fn new(
+        inner: Arc<dyn Backend>,
+        limits: Limits,
+        on_trip: Box<dyn Fn(&BackendError) + Send + Sync>,
+    ) -> Guarded {
         let breaker = Breaker::new(limits.breaker_threshold, limits.breaker_cooldown);
         Guarded {
             inner,
             limits,
             breaker,
+            on_trip,
         }
     }
 
@@ -178,7 +196,9 @@ impl Guarded {
                     return Ok(v);
                 }
                 Err(e) => {
-                    self.breaker.failure();
+                    if self.breaker.failure() {
+                        (self.on_trip)(&e);
+                    }
                     if !e.is_transient() || attempt >= attempts {
                         return Err(e);
                     }
@@ -303,7 +323,7 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_a_bounded_number_of_times() {
         let f = flaky(1, false, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         assert!(
             g.get("k").await.unwrap().is_none(),
             "second attempt succeeds"
@@ -311,12 +331,12 @@ mod tests {
         assert_eq!(f.calls.load(Ordering::SeqCst), 2);
 
         let f = flaky(100, false, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         assert!(g.get("k").await.is_err());
         assert_eq!(f.calls.load(Ordering::SeqCst), 2, "get_attempts = 2");
 
         let f = flaky(100, false, true);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         assert!(g.get("k").await.is_err());
         assert_eq!(
             f.calls.load(Ordering::SeqCst),
@@ -328,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_backend_costs_at_most_the_deadline() {
         let f = flaky(0, true, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         let start = Instant::now();
         let Err(err) = g.get("k").await else {
             panic!("expected an error")
@@ -340,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn the_breaker_stops_calls_then_probes() {
         let f = flaky(1000, false, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         for _ in 0..10 {
             let _ = g.get("k").await;
         }
@@ -360,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn a_recovered_backend_closes_the_breaker() {
         let f = flaky(5, false, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         for _ in 0..3 {
             let _ = g.get("k").await;
         }
@@ -373,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn a_disabled_backend_is_never_called() {
         let f = flaky(0, false, false);
-        let g = Guarded::new(f.clone(), limits());
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         g.breaker.disable("bucket missing".into());
         let Err(err) = g.get("k").await else {
             panic!("expected an error")

@@ -44,6 +44,10 @@ pub enum BackendError {
     /// Missing bucket, bad credentials, 4xx: retrying will not help.
     #[error("{0}")]
     Permanent(String),
+    /// Not attempted: the circuit breaker is open or the remote was found unusable. Already
+    /// reported when that happened, so not logged again per call.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl BackendError {

@@ -50,6 +50,7 @@ pub(crate) struct RemoteTier {
     /// In-process single-flight: one fetch per ActionID, others wait for its result.
     flights: Mutex<HashMap<ActionId, Arc<OnceCell<Option<Entry>>>>>,
     queue: mpsc::Sender<Upload>,
+    checked: OnceCell<()>,
     /// Queued plus running uploads.
     pending: Arc<AtomicU64>,
     idle: Arc<Notify>,
@@ -73,8 +74,16 @@ impl RemoteTier {
         stats: Arc<Stats>,
     ) -> Arc<RemoteTier> {
         let (tx, rx) = mpsc::channel(QUEUE_CAP);
+        let location = format!("{}/{}", backend.location(), s.prefix);
+        let trip_stats = Arc::clone(&stats);
+        let on_trip = Box::new(move |e: &BackendError| {
+            trip_stats.warn_once(
+                "breaker",
+                &format!("remote cache {location} keeps failing ({e}); not calling it for a while"),
+            )
+        });
         let tier = Arc::new(RemoteTier {
-            backend: Arc::new(Guarded::new(backend, s.limits)),
+            backend: Arc::new(Guarded::new(backend, s.limits, on_trip)),
             prefix: s.prefix,
             codec: if s.compression {
                 Codec::Lz4
@@ -90,11 +99,18 @@ impl RemoteTier {
             queue: tx,
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
+            checked: OnceCell::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&tier), rx));
         let t = Arc::clone(&tier);
-        tokio::spawn(async move { t.startup_check().await });
+        tokio::spawn(async move { t.ready().await });
         tier
+    }
+
+    /// Resolves once the start-up check is done: remote calls wait for it, so a broken
+    /// remote is reported as such (once) before any get or put can complain about it.
+    async fn ready(&self) {
+        self.checked.get_or_init(|| self.startup_check()).await;
     }
 
     pub fn key(&self, action: &ActionId) -> String {
@@ -117,7 +133,7 @@ impl RemoteTier {
             if !e.is_transient() {
                 self.backend.breaker.disable(e.to_string());
             }
-            self.stats.warn_once("remote", &msg);
+            self.stats.warn_once("remote-startup", &msg);
         }
     }
 
@@ -141,6 +157,7 @@ impl RemoteTier {
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
     /// wait, then find it locally.
     async fn fetch_locked(self: &Arc<Self>, action: ActionId) -> Option<Entry> {
+        self.ready().await;
         let _guard = if self.lock_type == LockType::Fslock {
             let path = self.lock_dir.join(action.to_hex());
             match tokio::task::spawn_blocking(move || FileLock::acquire(path)).await {
@@ -162,6 +179,12 @@ impl RemoteTier {
         let key = self.key(&action);
         match self.download(&key, action).await {
             Ok(found) => found,
+            Err(Failure::Backend(BackendError::Unavailable(why))) => {
+                // Reported when it happened (start-up check or breaker trip).
+                self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("remote get {key} skipped: {why}");
+                None
+            }
             Err(Failure::Backend(e)) => {
                 self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -262,7 +285,13 @@ impl RemoteTier {
 
     /// Uploads one entry now. Counted; errors are logged once and returned.
     pub async fn upload(&self, up: Upload) -> std::result::Result<PutOutcome, String> {
+        self.ready().await;
         let key = self.key(&up.action);
+        if self.backend.breaker.is_disabled() {
+            // Reported once at start-up; these are skipped, and counted, quietly.
+            self.stats.uploads_skipped.fetch_add(1, Ordering::Relaxed);
+            return Err("remote disabled".into());
+        }
         let res = self.upload_inner(&key, &up).await;
         match &res {
             Ok(PutOutcome::Stored) => {
@@ -271,20 +300,23 @@ impl RemoteTier {
             Ok(PutOutcome::AlreadyExists) => {
                 self.stats.uploads_existing.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => {
+            Err(UploadError::Unavailable(_)) => {
+                self.stats.uploads_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(UploadError::Failed(e)) => {
                 self.stats.upload_failures.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .warn_once("upload", &format!("remote put {key}: {e}"));
             }
         }
-        res
+        res.map_err(|e| e.to_string())
     }
 
     async fn upload_inner(
         &self,
         key: &str,
         up: &Upload,
-    ) -> std::result::Result<PutOutcome, String> {
+    ) -> std::result::Result<PutOutcome, UploadError> {
         let header = Header {
             codec: self.codec,
             action_id: up.action,
@@ -306,13 +338,16 @@ impl RemoteTier {
             Ok((guard, size))
         })
         .await
-        .map_err(|e| format!("encode task: {e}"))?
-        .map_err(|e| format!("encoding {}: {e}", up.entry.path.display()))?;
+        .map_err(|e| UploadError::Failed(format!("encode task: {e}")))?
+        .map_err(|e| UploadError::Failed(format!("encoding {}: {e}", up.entry.path.display())))?;
         let res = self.backend.put(key, &tmp.0, size).await;
         if let Ok(PutOutcome::Stored) = res {
             self.stats.bytes_up.fetch_add(size, Ordering::Relaxed);
         }
-        res.map_err(|e| e.to_string())
+        res.map_err(|e| match e {
+            BackendError::Unavailable(m) => UploadError::Unavailable(m),
+            other => UploadError::Failed(other.to_string()),
+        })
     }
 
     /// Waits until every queued upload is done or `deadline` passes; returns how many were
@@ -400,6 +435,19 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
             let _ = t.upload(up).await;
             t.done_one();
         });
+    }
+}
+
+enum UploadError {
+    Unavailable(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UploadError::Unavailable(m) | UploadError::Failed(m) => f.write_str(m),
+        }
     }
 }
 
