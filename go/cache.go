@@ -230,19 +230,39 @@ func takeEntry(e *C.gbc_entry) Entry {
 
 // Stats is a snapshot of the cache's counters, as `-stats-json` writes them.
 type Stats struct {
-	Gets           uint64    `json:"gets"`
-	Hits           uint64    `json:"hits"`
-	Misses         uint64    `json:"misses"`
-	Puts           uint64    `json:"puts"`
-	PutErrors      uint64    `json:"put_errors"`
-	GetErrors      uint64    `json:"get_errors"`
-	BytesIn        uint64    `json:"bytes_in"`
-	BytesOut       uint64    `json:"bytes_out"`
-	CorruptDropped uint64    `json:"corrupt_dropped"`
-	ProtocolErrors uint64    `json:"protocol_errors"`
-	GetLatency     Quantiles `json:"get_latency"`
-	PutLatency     Quantiles `json:"put_latency"`
-	PeakRSSBytes   uint64    `json:"peak_rss_bytes"`
+	Gets           uint64 `json:"gets"`
+	Hits           uint64 `json:"hits"`
+	Misses         uint64 `json:"misses"`
+	Puts           uint64 `json:"puts"`
+	PutErrors      uint64 `json:"put_errors"`
+	GetErrors      uint64 `json:"get_errors"`
+	BytesIn        uint64 `json:"bytes_in"`
+	BytesOut       uint64 `json:"bytes_out"`
+	CorruptDropped uint64 `json:"corrupt_dropped"`
+	ProtocolErrors uint64 `json:"protocol_errors"`
+	LocalHits      uint64 `json:"local_hits"`
+	RemoteHits     uint64 `json:"remote_hits"`
+	RemoteMisses   uint64 `json:"remote_misses"`
+	// RemoteErrors counts failed remote calls (timeouts, errors, breaker
+	// open); each was answered as a miss.
+	RemoteErrors  uint64 `json:"remote_errors"`
+	RemoteCorrupt uint64 `json:"remote_corrupt"`
+	BytesDown     uint64 `json:"bytes_down"`
+	BytesUp       uint64 `json:"bytes_up"`
+	Uploads       uint64 `json:"uploads"`
+	// UploadsExisting counts uploads skipped because the object was there.
+	UploadsExisting uint64 `json:"uploads_existing"`
+	UploadFailures  uint64 `json:"upload_failures"`
+	// UploadsDropped counts uploads not queued because the queue was full.
+	UploadsDropped uint64 `json:"uploads_dropped"`
+	UploadsSkipped uint64 `json:"uploads_skipped"`
+	// UploadsNotDone counts uploads still pending at close's deadline.
+	UploadsNotDone       uint64    `json:"uploads_not_done"`
+	UploadQueueHighWater uint64    `json:"upload_queue_high_water"`
+	BreakerTrips         uint64    `json:"breaker_trips"`
+	GetLatency           Quantiles `json:"get_latency"`
+	PutLatency           Quantiles `json:"put_latency"`
+	PeakRSSBytes         uint64    `json:"peak_rss_bytes"`
 }
 
 // Quantiles are latencies in microseconds.

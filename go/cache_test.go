@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -349,4 +350,28 @@ func TestFinalizerClosesAnAbandonedCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// Every field the library reports has a home in Stats, so a new counter is
+// noticed here rather than silently dropped.
+func TestStatsStructCoversTheLibrarysFields(t *testing.T) {
+	c := openTest(t)
+	js, err := c.StatsJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromLib map[string]any
+	if err := json.Unmarshal(js, &fromLib); err != nil {
+		t.Fatal(err)
+	}
+	ours, _ := json.Marshal(Stats{})
+	var known map[string]any
+	if err := json.Unmarshal(ours, &known); err != nil {
+		t.Fatal(err)
+	}
+	for k := range fromLib {
+		if _, ok := known[k]; !ok {
+			t.Errorf("Stats has no field for the library's %q", k)
+		}
+	}
 }

@@ -191,6 +191,8 @@ void gbc_string_free(char *s);
  *
  * On success `*out_cache` receives a new handle, owned by the caller: release it with
  * `gbc_cache_free`. Errors: `GBC_RESULT_CONFIG` for a bad config or an unusable cache dir.
+ * The first open in a process sends the library's warnings (everything with `"debug": true`)
+ * to stderr, as the binary does, unless a `tracing` subscriber is already installed.
  * Thread-safety: callable from any thread; each call makes an independent handle (several
  * handles, even in several processes, may share one cache dir).
  */
