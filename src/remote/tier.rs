@@ -541,3 +541,182 @@ impl AsyncRead for StallGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::ids::OutputId;
+    use crate::remote::disk::DiskBackend;
+    use crate::remote::{BackendResult, ObjectInfo};
+
+    /// A real directory store that counts gets and makes each one slow, so concurrent
+    /// fetches overlap.
+    struct Counting {
+        inner: DiskBackend,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Backend for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn check(&self) -> BackendResult<()> {
+            self.inner.check().await
+        }
+        async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.inner.get(key).await
+        }
+        async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+            self.inner.put(key, path, size).await
+        }
+        async fn delete(&self, key: &str) -> BackendResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    fn tier(
+        local_dir: &Path,
+        be: Arc<Counting>,
+        lock_type: LockType,
+        lock_dir: &Path,
+    ) -> Arc<RemoteTier> {
+        let local = Arc::new(LocalTier::open(local_dir, u64::MAX).unwrap());
+        let settings = Settings {
+            prefix: "p/".into(),
+            compression: true,
+            read_only: false,
+            lock_type,
+            lock_dir: lock_dir.to_path_buf(),
+            limits: Limits::default(),
+        };
+        RemoteTier::start(be, settings, local, Arc::new(Stats::default()))
+    }
+
+    /// Fills the store with one entry through a writer tier; returns its ActionID and body.
+    async fn fill(store: &Path, scratch: &Path) -> (ActionId, Vec<u8>) {
+        let be = Arc::new(Counting {
+            inner: DiskBackend::new(store),
+            gets: AtomicUsize::new(0),
+        });
+        let w = tier(scratch, be, LockType::Memory, &scratch.join("locks"));
+        let action = ActionId::from_bytes(&[9; 32]).unwrap();
+        let body = b"shared output".repeat(1000);
+        let mut p = w.local.begin_put().unwrap();
+        std::io::Write::write_all(&mut p, &body).unwrap();
+        let entry = p.commit(&action, &OutputId::of(&body), None).unwrap();
+        w.upload(Upload { action, entry }).await.unwrap();
+        (action, body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_gets_in_one_process_fetch_once() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let (action, body) = fill(&store, &d.path().join("writer")).await;
+        let be = Arc::new(Counting {
+            inner: DiskBackend::new(&store),
+            gets: AtomicUsize::new(0),
+        });
+        let r = tier(
+            &d.path().join("reader"),
+            be.clone(),
+            LockType::Memory,
+            &d.path().join("locks"),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let r = Arc::clone(&r);
+            tasks.spawn(async move { r.fetch(action).await });
+        }
+        while let Some(res) = tasks.join_next().await {
+            let e = res.unwrap().expect("every caller gets the entry");
+            assert_eq!(std::fs::read(&e.path).unwrap(), body);
+        }
+        assert_eq!(be.gets.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_sharing_a_dir_fetch_once_with_fslock() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let (action, body) = fill(&store, &d.path().join("writer")).await;
+        let be = Arc::new(Counting {
+            inner: DiskBackend::new(&store),
+            gets: AtomicUsize::new(0),
+        });
+        // Two tiers on one local dir stand for two helper processes: separate in-process
+        // maps, one lock dir.
+        let shared = d.path().join("shared");
+        let locks = d.path().join("locks");
+        let a = tier(&shared, be.clone(), LockType::Fslock, &locks);
+        let b = tier(&shared, be.clone(), LockType::Fslock, &locks);
+        let (ea, eb) = tokio::join!(a.fetch(action), b.fetch(action));
+        for e in [ea.unwrap(), eb.unwrap()] {
+            assert_eq!(std::fs::read(&e.path).unwrap(), body);
+        }
+        assert_eq!(
+            be.gets.load(Ordering::SeqCst),
+            1,
+            "the second waited and found it locally"
+        );
+
+        // Without locks both go to the remote: the counter can tell the difference.
+        let c = tier(&d.path().join("c"), be.clone(), LockType::Noop, &locks);
+        let (x, y) = tokio::join!(c.fetch(action), c.fetch(action));
+        assert!(x.is_some() && y.is_some());
+        assert_eq!(be.gets.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_is_counted_not_silent() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let be = Arc::new(Counting {
+            inner: DiskBackend::new(&store),
+            gets: AtomicUsize::new(0),
+        });
+        let t = tier(
+            &d.path().join("l"),
+            be,
+            LockType::Memory,
+            &d.path().join("locks"),
+        );
+        let mut p = t.local.begin_put().unwrap();
+        std::io::Write::write_all(&mut p, b"x").unwrap();
+        let action = ActionId::from_bytes(&[1; 32]).unwrap();
+        let entry = p.commit(&action, &OutputId::of(b"x"), None).unwrap();
+        for _ in 0..QUEUE_CAP + 100 {
+            t.enqueue(Upload {
+                action,
+                entry: entry.clone(),
+            });
+        }
+        let s = t.stats.snapshot();
+        assert!(s.uploads_dropped > 0, "{s:?}");
+        assert!(s.upload_queue_high_water as usize >= QUEUE_CAP);
+        assert_eq!(t.drain(Duration::from_secs(60)).await, 0);
+        let s = t.stats.snapshot();
+        assert_eq!(
+            s.uploads + s.uploads_existing + s.uploads_dropped,
+            (QUEUE_CAP + 100) as u64,
+            "every upload is accounted for: {s:?}"
+        );
+    }
+}
