@@ -35,6 +35,8 @@ struct Inner {
     /// Present with a remote tier: runs fetches, uploads and their timers.
     runtime: Option<tokio::runtime::Runtime>,
     remote: Option<Arc<RemoteTier>>,
+    /// The background trim started at open, joined at close so nothing writes afterwards.
+    trimmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
@@ -52,6 +54,7 @@ impl Cache {
         let local = Arc::new(local);
         let stats = Arc::new(Stats::default());
         let (runtime, remote) = open_remote(&config, &local, &stats)?;
+        let mut trimmer = None;
         if local.trim_due() {
             // Off the hot path: a directory walk is not something a get should wait for.
             let tier = Arc::clone(&local);
@@ -61,8 +64,9 @@ impl Cache {
                     Ok(r) => tracing::debug!(?r, "trim"),
                     Err(e) => tracing::warn!("trimming the local cache: {e}"),
                 });
-            if let Err(e) = spawned {
-                tracing::warn!("cannot start the trim thread: {e}");
+            match spawned {
+                Ok(h) => trimmer = Some(h),
+                Err(e) => tracing::warn!("cannot start the trim thread: {e}"),
             }
         }
         tracing::debug!(dir = %local.root().display(), remote = ?remote.as_ref().map(|r| r.location()), "cache open");
@@ -73,6 +77,7 @@ impl Cache {
                 stats,
                 runtime,
                 remote,
+                trimmer: std::sync::Mutex::new(trimmer),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -317,6 +322,7 @@ impl Cache {
     pub fn close(&self) {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             self.inner.local.close();
+            self.inner.join_trimmer();
         }
     }
 
@@ -367,9 +373,19 @@ fn open_remote(
     Ok((Some(rt), remote))
 }
 
+impl Inner {
+    fn join_trimmer(&self) {
+        let handle = self.trimmer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.local.close();
+        self.join_trimmer();
         if let Some(rt) = self.runtime.take() {
             // Never blocks, so it is safe even if the last handle goes away on a runtime thread.
             rt.shutdown_background();

@@ -63,6 +63,8 @@ pub(crate) struct LocalTier {
     trim_lock: Mutex<File>,
     tmp_seq: AtomicU64,
     max_size: u64,
+    /// Set by `close`: a trim in progress stops at its next step.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl LocalTier {
@@ -89,6 +91,7 @@ impl LocalTier {
             trim_lock: Mutex::new(trim_lock),
             tmp_seq: AtomicU64::new(0),
             max_size,
+            closing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -232,6 +235,7 @@ impl LocalTier {
 
     /// Unregisters this process; DiskPaths it handed out may be trimmed from now on.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
         if let Some((file, path)) = self.live.lock().unwrap_or_else(|p| p.into_inner()).take() {
             remove_quietly(&path);
             drop(file);

@@ -74,6 +74,9 @@ impl LocalTier {
 
         let mut bodies = Vec::new();
         for dir in list_dirs(&self.root.join("o"))? {
+            if self.stopping() {
+                return Ok(report);
+            }
             for (path, meta) in list_files(&dir)? {
                 let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 report.bytes_before += meta.len();
@@ -98,6 +101,9 @@ impl LocalTier {
                 total -= len;
             }
             for batch in doomed.chunks(256) {
+                if self.stopping() {
+                    return Ok(report);
+                }
                 self.delete_unused(batch, cutoff, &mut report)?;
             }
         }
@@ -106,6 +112,9 @@ impl LocalTier {
         // record count does not grow without bound.
         if report.bodies_removed > 0 {
             for dir in list_dirs(&self.root.join("a"))? {
+                if self.stopping() {
+                    return Ok(report);
+                }
                 for (path, _) in list_files(&dir)? {
                     let keep = fs::read(&path)
                         .ok()
@@ -119,6 +128,12 @@ impl LocalTier {
             }
         }
         Ok(report)
+    }
+
+    /// A closing cache stops trimming at the next step (trim is resumable by design: it
+    /// recomputes everything from the directory each time).
+    fn stopping(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Deletes bodies under the exclusive trim lock, re-checking each is still unused.
