@@ -375,7 +375,11 @@ fn open_remote(
 
 impl Inner {
     fn join_trimmer(&self) {
-        let handle = self.trimmer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .trimmer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = handle {
             let _ = h.join();
         }

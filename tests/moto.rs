@@ -7,9 +7,8 @@
 
 #![allow(dead_code)]
 
+pub use crate::util::free_port;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,15 +29,6 @@ pub struct Moto {
     auth: bool,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `fut` to completion on a private runtime in its own thread, so the blocking helpers
@@ -256,27 +246,7 @@ impl Moto {
         path: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\r\n",
-            self.port,
-            body.len()
-        );
-        s.write_all(head.as_bytes())?;
-        s.write_all(body)?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp)?;
-        let split = resp
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-        let status = std::str::from_utf8(&resp[..split])
-            .ok()
-            .and_then(|h| h.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no status line"))?;
-        Ok((status, resp[split + 4..].to_vec()))
+        crate::util::http_request(self.port, method, path, None, body)
     }
 
     /// Kills the server ("the store died mid-build"); idempotent. The port stays reserved for

@@ -18,21 +18,16 @@
 //! never at construction: start-up does not wait on them, and missing credentials surface as a
 //! `Permanent` error of that call.
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::OnceCell;
-use tokio::time::{Instant, Sleep};
 
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::Error;
@@ -43,8 +38,6 @@ const SCOPES: &[&str] = &["https://www.googleapis.com/auth/devstorage.read_write
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A whole call, or for a get the time to the response headers.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A download may take longer than `REQUEST_TIMEOUT`, but never stall for longer than this.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upload gets `REQUEST_TIMEOUT` plus its size at this rate: big objects are not cut off,
 /// a stalled one still ends.
 const MIN_UPLOAD_RATE: u64 = 1024 * 1024;
@@ -59,7 +52,6 @@ pub struct GcsBackend {
     http: reqwest::Client,
     auth: Auth,
     page_size: u32,
-    body_idle_timeout: Duration,
 }
 
 enum Auth {
@@ -139,7 +131,6 @@ impl GcsBuilder {
             http,
             auth,
             page_size: self.page_size,
-            body_idle_timeout: BODY_IDLE_TIMEOUT,
         })
     }
 }
@@ -375,10 +366,8 @@ impl Backend for GcsBackend {
         let stream = resp
             .bytes_stream()
             .map_err(move |e| io::Error::other(format!("{what}: {}", chain(&e.without_url()))));
-        Ok(Some(Box::new(IdleTimeout::new(
-            tokio_util::io::StreamReader::new(stream),
-            self.body_idle_timeout,
-        ))))
+        // The tier above fails a body that stalls (see remote::idle).
+        Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 
     async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
@@ -623,51 +612,9 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Fails a read that makes no progress for `idle`, however long the whole download takes.
-struct IdleTimeout<R> {
-    inner: R,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl<R> IdleTimeout<R> {
-    fn new(inner: R, idle: Duration) -> Self {
-        IdleTimeout {
-            inner,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                let next = Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
-                Poll::Ready(r)
-            }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("download stalled for {:?}", this.idle),
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
 
     #[test]
     fn emulator_host_forms() {
@@ -740,33 +687,6 @@ mod tests {
         assert_eq!(page.next_page_token.as_deref(), Some("t"));
         let empty: ListPage = serde_json::from_str("{}").unwrap();
         assert!(empty.items.is_empty() && empty.next_page_token.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_stalled_download_times_out() {
-        let (_writer, reader) = tokio::io::duplex(64);
-        let mut r = IdleTimeout::new(reader, Duration::from_millis(50));
-        let start = std::time::Instant::now();
-        let e = r.read_u8().await.unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        assert!(start.elapsed() < Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn a_slow_but_moving_download_does_not() {
-        let (mut w, reader) = tokio::io::duplex(64);
-        let mut r = IdleTimeout::new(reader, Duration::from_millis(200));
-        let writer = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            for i in 0..6u8 {
-                tokio::time::sleep(Duration::from_millis(80)).await;
-                w.write_all(&[i]).await.unwrap();
-            }
-        });
-        let mut got = Vec::new();
-        r.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
-        writer.await.unwrap();
     }
 
     #[tokio::test]

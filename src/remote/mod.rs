@@ -8,6 +8,7 @@
 pub mod disk;
 pub mod gcs;
 pub mod guard;
+pub mod idle;
 pub mod object;
 pub mod s3;
 pub(crate) mod tier;

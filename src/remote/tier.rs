@@ -2,21 +2,18 @@
 //! single-flight, and fail-open accounting. One of these sits on top of any [`Backend`].
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
 
 use super::guard::{Guarded, Limits};
+use super::idle::IdleTimeout;
 use super::object::{self, Codec, Header};
-use super::{Backend, BackendError, BodyReader, PutOutcome};
+use super::{Backend, BackendError, PutOutcome};
 use crate::config::LockType;
 use crate::ids::ActionId;
 use crate::local::{LocalTier, Lookup};
@@ -217,7 +214,7 @@ impl RemoteTier {
             self.stats.remote_misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        let reader = StallGuard::new(reader, STALL_TIMEOUT);
+        let reader = IdleTimeout::new(reader, STALL_TIMEOUT);
         let local = Arc::clone(&self.local);
         let handle = tokio::runtime::Handle::current();
         // The decoder is synchronous (LZ4 frames); it streams from the network straight into
@@ -496,52 +493,6 @@ impl Drop for FileLock {
     }
 }
 
-/// Fails a read that makes no progress for `limit`.
-struct StallGuard {
-    inner: BodyReader,
-    limit: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl StallGuard {
-    fn new(inner: BodyReader, limit: Duration) -> StallGuard {
-        StallGuard {
-            inner,
-            limit,
-            timer: None,
-        }
-    }
-}
-
-impl AsyncRead for StallGuard {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.timer = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let limit = this.limit;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no data for {limit:?}"),
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -552,7 +503,7 @@ mod tests {
     use super::*;
     use crate::ids::OutputId;
     use crate::remote::disk::DiskBackend;
-    use crate::remote::{BackendResult, ObjectInfo};
+    use crate::remote::{BackendResult, BodyReader, ObjectInfo};
 
     /// A real directory store that counts gets and makes each one slow, so concurrent
     /// fetches overlap.
