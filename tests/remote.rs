@@ -17,20 +17,41 @@ pub trait Store {
 }
 
 /// A directory used as the remote (`-remote-dir`): the cheapest real store.
-pub struct DirStore(pub PathBuf);
+pub struct DirStore {
+    pub root: PathBuf,
+    _tmp: TestDir,
+}
+
+impl DirStore {
+    pub fn start() -> DirStore {
+        let tmp = TestDir::new();
+        let root = tmp.path("remote");
+        std::fs::create_dir_all(&root).unwrap();
+        DirStore { root, _tmp: tmp }
+    }
+
+    /// A remote directory that does not exist.
+    pub fn missing() -> DirStore {
+        let tmp = TestDir::new();
+        DirStore {
+            root: tmp.path("does-not-exist"),
+            _tmp: tmp,
+        }
+    }
+}
 
 impl Store for DirStore {
     fn env(&self) -> Vec<(String, String)> {
         vec![(
             "GOBUILDCACHE_REMOTE_DIR".into(),
-            self.0.to_str().unwrap().into(),
+            self.root.to_str().unwrap().into(),
         )]
     }
     fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = files_under(&self.0)
+        let mut keys: Vec<String> = files_under(&self.root)
             .iter()
             .map(|p| {
-                p.strip_prefix(&self.0)
+                p.strip_prefix(&self.root)
                     .unwrap()
                     .to_string_lossy()
                     .into_owned()
@@ -40,10 +61,10 @@ impl Store for DirStore {
         keys
     }
     fn read(&self, key: &str) -> Vec<u8> {
-        std::fs::read(self.0.join(key)).unwrap()
+        std::fs::read(self.root.join(key)).unwrap()
     }
     fn write(&self, key: &str, data: &[u8]) {
-        let p = self.0.join(key);
+        let p = self.root.join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, data).unwrap()
     }
@@ -267,54 +288,52 @@ pub fn failing_store_is_a_miss_not_a_failure(store: &dyn Store) {
     );
 }
 
-// The shared directory store.
+/// The shared suite, once per store; `$store` makes a fresh store for each test.
+macro_rules! store_suite {
+    ($name:ident, $store:expr, $prefix_flag:expr) => {
+        mod $name {
+            use super::*;
 
-fn dir_store(t: &TestDir) -> DirStore {
-    let d = t.path("remote");
-    std::fs::create_dir_all(&d).unwrap();
-    DirStore(d)
+            #[test]
+            fn fresh_machine_gets_remote_hits() {
+                super::fresh_machine_gets_remote_hits(&$store);
+            }
+
+            #[test]
+            fn damaged_objects_are_rebuilt() {
+                super::damaged_objects_are_rebuilt(&$store);
+            }
+
+            #[test]
+            fn compression_is_recorded_in_the_object() {
+                super::compression_is_recorded_in_the_object(&$store);
+            }
+
+            #[test]
+            fn read_only_leaves_the_store_unchanged() {
+                super::read_only_leaves_the_store_unchanged(&$store);
+            }
+
+            #[test]
+            fn clear_remote_deletes_only_its_prefix() {
+                super::clear_remote_deletes_only_its_prefix(&$store, $prefix_flag);
+            }
+
+            #[test]
+            fn failing_store_is_a_miss_not_a_failure() {
+                super::failing_store_is_a_miss_not_a_failure(&$store);
+            }
+        }
+    };
 }
 
-#[test]
-fn dir_fresh_machine_gets_remote_hits() {
-    let t = TestDir::new();
-    fresh_machine_gets_remote_hits(&dir_store(&t));
-}
-
-#[test]
-fn dir_damaged_objects_are_rebuilt() {
-    let t = TestDir::new();
-    damaged_objects_are_rebuilt(&dir_store(&t));
-}
-
-#[test]
-fn dir_compression_is_recorded_in_the_object() {
-    let t = TestDir::new();
-    compression_is_recorded_in_the_object(&dir_store(&t));
-}
-
-#[test]
-fn dir_read_only_leaves_the_store_unchanged() {
-    let t = TestDir::new();
-    read_only_leaves_the_store_unchanged(&dir_store(&t));
-}
-
-#[test]
-fn dir_clear_remote_deletes_only_its_prefix() {
-    let t = TestDir::new();
-    clear_remote_deletes_only_its_prefix(&dir_store(&t), None);
-}
-
-#[test]
-fn dir_failing_store_is_a_miss_not_a_failure() {
-    let t = TestDir::new();
-    failing_store_is_a_miss_not_a_failure(&dir_store(&t));
-}
+store_suite!(dir, DirStore::start(), None);
+store_suite!(s3, S3Store::start(), Some("-s3-prefix"));
+store_suite!(gcs, GcsStore::start(), Some("-gcs-prefix"));
 
 #[test]
 fn dir_missing_store_warns_once_and_builds() {
-    let t = TestDir::new();
-    let store = DirStore(t.path("does-not-exist"));
+    let store = DirStore::missing();
     let r = Run::new();
     let (go, s) = r.fresh(&store, "missing", &[]);
     let out = go.ok(&["build", "./..."]);
@@ -363,36 +382,6 @@ impl Store for S3Store {
     fn write(&self, key: &str, data: &[u8]) {
         self.server.put_object(&self.bucket, key, data)
     }
-}
-
-#[test]
-fn s3_fresh_machine_gets_remote_hits() {
-    fresh_machine_gets_remote_hits(&S3Store::start());
-}
-
-#[test]
-fn s3_damaged_objects_are_rebuilt() {
-    damaged_objects_are_rebuilt(&S3Store::start());
-}
-
-#[test]
-fn s3_compression_is_recorded_in_the_object() {
-    compression_is_recorded_in_the_object(&S3Store::start());
-}
-
-#[test]
-fn s3_read_only_leaves_the_store_unchanged() {
-    read_only_leaves_the_store_unchanged(&S3Store::start());
-}
-
-#[test]
-fn s3_clear_remote_deletes_only_its_prefix() {
-    clear_remote_deletes_only_its_prefix(&S3Store::start(), Some("-s3-prefix"));
-}
-
-#[test]
-fn s3_failing_store_is_a_miss_not_a_failure() {
-    failing_store_is_a_miss_not_a_failure(&S3Store::start());
 }
 
 /// A missing bucket and rejected credentials: one clear warning, a green local-only build.
@@ -515,31 +504,6 @@ impl Store for GcsStore {
     fn write(&self, key: &str, data: &[u8]) {
         self.server.put_object(&self.bucket, key, data)
     }
-}
-
-#[test]
-fn gcs_fresh_machine_gets_remote_hits() {
-    fresh_machine_gets_remote_hits(&GcsStore::start());
-}
-
-#[test]
-fn gcs_damaged_objects_are_rebuilt() {
-    damaged_objects_are_rebuilt(&GcsStore::start());
-}
-
-#[test]
-fn gcs_compression_is_recorded_in_the_object() {
-    compression_is_recorded_in_the_object(&GcsStore::start());
-}
-
-#[test]
-fn gcs_read_only_leaves_the_store_unchanged() {
-    read_only_leaves_the_store_unchanged(&GcsStore::start());
-}
-
-#[test]
-fn gcs_clear_remote_deletes_only_its_prefix() {
-    clear_remote_deletes_only_its_prefix(&GcsStore::start(), Some("-gcs-prefix"));
 }
 
 #[test]
