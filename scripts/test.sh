@@ -9,6 +9,9 @@ command -v go >/dev/null || { echo "the tests need the go command (Go 1.24+)" >&
 
 echo "== test servers (moto_server for S3, fake-gcs-server for GCS)"
 bash scripts/test-servers.sh
+# pip's script dir, where moto_server lands on a fresh machine.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
 
 echo "== cargo test (workspace: library, binary, real go builds)"
 cargo test --workspace --all-targets
