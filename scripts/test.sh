@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 
 command -v go >/dev/null || { echo "the tests need the go command (Go 1.24+)" >&2; exit 1; }
 
-echo "== test servers (moto_server for S3, fake-gcs-server for GCS)"
+echo "== test servers (moto_server for S3, fake-gcs-server for GCS, toxiproxy for faults)"
 bash scripts/test-servers.sh
-# pip's script dir, where moto_server lands on a fresh machine.
-PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+# pip's script dir, where moto_server lands on a fresh machine, and our tools dir (toxiproxy).
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):${GOBUILDCACHE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache-tools}:$PATH"
 export PATH
 
 echo "== cargo test (workspace: library, binary, real go builds)"
