@@ -15,7 +15,9 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::ids::{ActionId, OutputId};
 use crate::local::{LocalTier, Lookup, PendingPut, TrimReport};
-use crate::remote::tier::{RemoteTier, Settings, Upload};
+use crate::remote::manifest::{self, Names};
+use crate::remote::prefetch::Prefetch;
+use crate::remote::tier::{Origin, RemoteTier, Settings, Upload};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::{Entry, Error, Result};
 
@@ -35,6 +37,8 @@ struct Inner {
     /// Present with a remote tier: runs fetches, uploads and their timers.
     runtime: Option<tokio::runtime::Runtime>,
     remote: Option<Arc<RemoteTier>>,
+    /// Present with a remote tier and `-prefetch`: the warm start and this run's manifest.
+    prefetch: Option<Arc<Prefetch>>,
     /// The background trim started at open, joined at close so nothing writes afterwards.
     trimmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     closed: AtomicBool,
@@ -53,7 +57,7 @@ impl Cache {
         })?;
         let local = Arc::new(local);
         let stats = Arc::new(Stats::default());
-        let (runtime, remote) = open_remote(&config, &local, &stats)?;
+        let (runtime, remote, prefetch) = open_remote(&config, &local, &stats)?;
         let mut trimmer = None;
         if local.trim_due() {
             // Off the hot path: a directory walk is not something a get should wait for.
@@ -77,6 +81,7 @@ impl Cache {
                 stats,
                 runtime,
                 remote,
+                prefetch,
                 trimmer: std::sync::Mutex::new(trimmer),
                 closed: AtomicBool::new(false),
             }),
@@ -103,8 +108,8 @@ impl Cache {
             Some(e) => Ok(Some(e)),
             None => match (&self.inner.runtime, &self.inner.remote) {
                 (Some(rt), Some(remote)) => {
-                    let found = rt.block_on(remote.fetch(*action));
-                    Ok(self.finish_remote_get(start, found))
+                    let found = rt.block_on(remote.fetch(*action, Origin::Get));
+                    Ok(self.finish_remote_get(action, start, found))
                 }
                 _ => Ok(None),
             },
@@ -134,7 +139,13 @@ impl Cache {
         };
         match &found {
             Some(e) => {
-                Stats::add(&s.local_hits, 1);
+                if self.record(action) {
+                    // Fetched by our prefetch before the go command asked.
+                    Stats::add(&s.remote_hits, 1);
+                    Stats::add(&s.prefetch_hits, 1);
+                } else {
+                    Stats::add(&s.local_hits, 1);
+                }
                 Stats::add(&s.hits, 1);
                 Stats::add(&s.bytes_out, e.size);
                 s.get_latency.record(start.elapsed());
@@ -157,10 +168,10 @@ impl Cache {
     /// The remote part of a get, after a local miss. Fail-open: `None` on any failure.
     pub(crate) async fn get_remote(&self, action: ActionId, start: Instant) -> Option<Entry> {
         let found = match &self.inner.remote {
-            Some(r) => r.fetch(action).await,
+            Some(r) => r.fetch(action, Origin::Get).await,
             None => None,
         };
-        self.finish_remote_get(start, found)
+        self.finish_remote_get(&action, start, found)
     }
 
     /// Handle on the runtime that runs remote work, for the server's tasks.
@@ -168,10 +179,16 @@ impl Cache {
         self.inner.runtime.as_ref()
     }
 
-    fn finish_remote_get(&self, start: Instant, found: Option<Entry>) -> Option<Entry> {
+    fn finish_remote_get(
+        &self,
+        action: &ActionId,
+        start: Instant,
+        found: Option<Entry>,
+    ) -> Option<Entry> {
         let s = &self.inner.stats;
         match &found {
             Some(e) => {
+                self.record(action);
                 Stats::add(&s.remote_hits, 1);
                 Stats::add(&s.hits, 1);
                 Stats::add(&s.bytes_out, e.size);
@@ -221,12 +238,22 @@ impl Cache {
         self.put_reader(action, output, size, f)
     }
 
+    /// Notes a used entry for the manifest this run publishes; true if this helper's
+    /// prefetch brought it from the remote.
+    fn record(&self, action: &ActionId) -> bool {
+        match &self.inner.prefetch {
+            Some(p) => p.record(action),
+            None => false,
+        }
+    }
+
     /// Hands a stored entry to the remote tier: queued (`-async-backend`, the default) or
     /// uploaded before returning.
     fn share(&self, action: &ActionId, entry: &Entry) {
         let (Some(remote), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
             return;
         };
+        self.record(action);
         if self.inner.config.read_only {
             return;
         }
@@ -284,12 +311,31 @@ impl Cache {
         }
     }
 
-    /// Waits for pending uploads, at most `-close-timeout`; returns how many were left.
+    /// Blocks until the warm-start prefetch has fetched every manifest entry it could (at
+    /// once without a remote or with `-prefetch` off). For a warm-up step before builds.
+    pub fn wait_for_prefetch(&self) {
+        if let (Some(p), Some(rt)) = (&self.inner.prefetch, &self.inner.runtime) {
+            rt.block_on(p.wait());
+        }
+    }
+
+    /// Ends the warm start (no new prefetches), publishes this run's manifest and waits for
+    /// pending uploads, all within `-close-timeout`; returns how many uploads were left.
     pub fn flush(&self) -> u64 {
         let (Some(r), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
             return 0;
         };
-        let left = rt.block_on(r.drain(self.inner.config.close_timeout));
+        let timeout = self.inner.config.close_timeout;
+        let publish = async {
+            if let Some(p) = &self.inner.prefetch {
+                let _ = tokio::time::timeout(timeout, async {
+                    p.stop().await;
+                    p.publish().await;
+                })
+                .await;
+            }
+        };
+        let (_, left) = rt.block_on(async { tokio::join!(publish, r.drain(timeout)) });
         if left > 0 {
             self.warn_once(
                 "upload",
@@ -337,13 +383,18 @@ impl Cache {
 }
 
 /// Builds the runtime and remote tier when the configuration has a remote.
+#[allow(clippy::type_complexity)]
 fn open_remote(
     config: &Config,
     local: &Arc<LocalTier>,
     stats: &Arc<Stats>,
-) -> Result<(Option<tokio::runtime::Runtime>, Option<Arc<RemoteTier>>)> {
+) -> Result<(
+    Option<tokio::runtime::Runtime>,
+    Option<Arc<RemoteTier>>,
+    Option<Arc<Prefetch>>,
+)> {
     if config.backend == crate::BackendKind::Disk && config.remote_dir.is_none() {
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -363,14 +414,43 @@ fn open_remote(
             lock_dir: config.lock_dir(),
             limits: Default::default(),
         };
-        Ok(Some(RemoteTier::start(
-            backend,
-            settings,
-            Arc::clone(local),
-            Arc::clone(stats),
-        )))
+        let tier = RemoteTier::start(backend, settings, Arc::clone(local), Arc::clone(stats));
+        let prefetch = config.prefetch.then(|| {
+            let names = manifest_names(config);
+            tracing::debug!(?names, "warm start");
+            Prefetch::start(Arc::clone(&tier), names, config.prefetch_concurrency)
+        });
+        Ok(Some((tier, prefetch)))
     })?;
-    Ok((Some(rt), remote))
+    let (remote, prefetch) = remote.unzip();
+    Ok((Some(rt), remote, prefetch.flatten()))
+}
+
+/// The configured manifest names, or those derived from the environment the go command
+/// gave us (GOOS, GOARCH, GOVERSION), the module we run in and the CI's branch variables.
+fn manifest_names(config: &Config) -> Names {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    // Outside the go command (the prefetch subcommand, the C ABI), ask it for what it
+    // would have passed us, so both derive the same name.
+    let go_env = if std::env::var_os("GOVERSION").is_none() {
+        manifest::go_env()
+    } else {
+        Vec::new()
+    };
+    let lookup = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| go_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    };
+    let mut names = manifest::default_names(&lookup, &cwd);
+    if let Some(k) = &config.manifest_key {
+        names.key = k.clone();
+        names.fallbacks.clear();
+    }
+    if let Some(f) = &config.manifest_fallback {
+        names.fallbacks = f.clone();
+    }
+    names
 }
 
 impl Inner {

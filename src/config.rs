@@ -53,6 +53,14 @@ pub struct Config {
     pub close_timeout: Duration,
     /// With `-backend disk`: a directory shared as the remote tier (an NFS mount, say).
     pub remote_dir: Option<PathBuf>,
+    /// Warm start: prefetch what recent runs used, publish what this one used.
+    pub prefetch: bool,
+    /// The manifest name; `None` derives it from the go command's and the CI's environment.
+    pub manifest_key: Option<String>,
+    /// Names to start from when `manifest_key` has no manifest yet; `None` derives them.
+    pub manifest_fallback: Option<Vec<String>>,
+    /// Fetches the prefetch keeps in flight.
+    pub prefetch_concurrency: usize,
     pub aws: AwsSettings,
     /// Where each non-default value came from (`"flag -cache-dir"`, `"GOBUILDCACHE_CACHE_DIR"`),
     /// so later errors (an unwritable dir) name the culprit.
@@ -146,6 +154,10 @@ settings! {
     "max-size", ["MAX_SIZE"], Value, "local tier size cap, e.g. 10GiB, 500MB [default: 10GiB]";
     "close-timeout", ["CLOSE_TIMEOUT"], Value, "how long close waits for pending uploads, e.g. 30s [default: 30s]";
     "remote-dir", ["REMOTE_DIR"], Value, "with -backend disk: a directory shared as the remote tier (e.g. an NFS mount)";
+    "prefetch", ["PREFETCH"], Bool, "warm start: fetch what recent runs used at start-up, publish this run's list at close [default: true]";
+    "manifest-key", ["MANIFEST_KEY"], Value, "warm-start manifest name [default: <module>/<GOOS>-<GOARCH>/<GOVERSION>/<CI branch>]";
+    "manifest-fallback", ["MANIFEST_FALLBACK"], Value, "comma-separated manifest names to start from when manifest-key has none [default: the CI's base branch, main, master]";
+    "prefetch-concurrency", ["PREFETCH_CONCURRENCY"], Value, "fetches the warm start keeps in flight [default: 32]";
     "aws-region", ["AWS_REGION"], Secret, "S3 region (else the SDK's default chain)";
     "aws-access-key-id", ["AWS_ACCESS_KEY_ID"], Secret, "static S3 credentials (else the SDK's default chain)";
     "aws-secret-access-key", ["AWS_SECRET_ACCESS_KEY"], Secret, "static S3 credentials";
@@ -181,6 +193,10 @@ impl Default for Config {
             max_size: 10 << 30,
             close_timeout: Duration::from_secs(30),
             remote_dir: None,
+            prefetch: true,
+            manifest_key: None,
+            manifest_fallback: None,
+            prefetch_concurrency: 32,
             aws: AwsSettings::default(),
             origins: Vec::new(),
         }
@@ -292,6 +308,26 @@ impl Config {
                     .map_err(|_| bad("expected a duration such as 30s or 2m"))?
             }
             "remote-dir" => self.remote_dir = non_empty_path(value),
+            "prefetch" => self.prefetch = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
+            "manifest-key" => self.manifest_key = non_empty(value),
+            "manifest-fallback" => {
+                self.manifest_fallback = Some(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(String::from)
+                        .collect(),
+                )
+            }
+            "prefetch-concurrency" => {
+                self.prefetch_concurrency = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| bad("expected a whole number from 1 to 256"))?
+            }
             "aws-region" => self.aws.region = non_empty(value),
             "aws-access-key-id" => self.aws.access_key_id = non_empty(value).map(Secret),
             "aws-secret-access-key" => self.aws.secret_access_key = non_empty(value).map(Secret),

@@ -25,6 +25,7 @@ pub(crate) struct Stats {
     pub remote_errors: AtomicU64,
     pub remote_corrupt: AtomicU64,
     pub bytes_down: AtomicU64,
+    pub remote_downloads: AtomicU64,
     pub bytes_up: AtomicU64,
     pub uploads: AtomicU64,
     pub uploads_existing: AtomicU64,
@@ -34,6 +35,14 @@ pub(crate) struct Stats {
     pub uploads_not_done: AtomicU64,
     pub upload_queue_high_water: AtomicU64,
     pub breaker_trips: AtomicU64,
+    pub manifest_entries: AtomicU64,
+    pub manifest_rejected: AtomicU64,
+    pub manifest_published: AtomicU64,
+    pub prefetch_fetched: AtomicU64,
+    pub prefetch_local: AtomicU64,
+    pub prefetch_missing: AtomicU64,
+    pub prefetch_joined: AtomicU64,
+    pub prefetch_hits: AtomicU64,
     pub get_latency: Histogram,
     pub put_latency: Histogram,
     warned: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -52,7 +61,10 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     pub corrupt_dropped: u64,
     pub protocol_errors: u64,
+    /// Hits on entries that were local before this helper started or that another process
+    /// fetched.
     pub local_hits: u64,
+    /// Hits on entries this helper brought from the remote (on demand or by prefetch).
     pub remote_hits: u64,
     /// Gets the remote answered "not there".
     pub remote_misses: u64,
@@ -61,6 +73,8 @@ pub struct StatsSnapshot {
     /// Remote objects that failed verification; each was a miss and was deleted.
     pub remote_corrupt: u64,
     pub bytes_down: u64,
+    /// Objects fetched from the remote into the local tier (by gets and the prefetch).
+    pub remote_downloads: u64,
     pub bytes_up: u64,
     pub uploads: u64,
     /// Uploads skipped because the object was already there.
@@ -74,6 +88,23 @@ pub struct StatsSnapshot {
     pub uploads_not_done: u64,
     pub upload_queue_high_water: u64,
     pub breaker_trips: u64,
+    /// ActionIDs in the warm-start manifest found at start-up.
+    pub manifest_entries: u64,
+    /// Manifest objects ignored because they were damaged or over the size cap.
+    pub manifest_rejected: u64,
+    /// Entries in the manifest this run published (0: nothing new to publish).
+    pub manifest_published: u64,
+    /// Manifest entries the prefetch downloaded into the local tier.
+    pub prefetch_fetched: u64,
+    /// Manifest entries that were already local (e.g. another helper fetched them).
+    pub prefetch_local: u64,
+    /// Manifest entries the remote no longer has.
+    pub prefetch_missing: u64,
+    /// Remote hits that arrived while the prefetch was fetching their entry, and waited.
+    pub prefetch_joined: u64,
+    /// Remote hits the prefetch had already stored locally when the go command asked: no
+    /// wait at all. `remote_hits - prefetch_hits` gets waited for the network.
+    pub prefetch_hits: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
     /// Peak resident memory of this process so far (Linux; 0 elsewhere).
@@ -127,6 +158,7 @@ impl Stats {
             remote_errors: g(&self.remote_errors),
             remote_corrupt: g(&self.remote_corrupt),
             bytes_down: g(&self.bytes_down),
+            remote_downloads: g(&self.remote_downloads),
             bytes_up: g(&self.bytes_up),
             uploads: g(&self.uploads),
             uploads_existing: g(&self.uploads_existing),
@@ -136,6 +168,14 @@ impl Stats {
             uploads_not_done: g(&self.uploads_not_done),
             upload_queue_high_water: g(&self.upload_queue_high_water),
             breaker_trips: g(&self.breaker_trips),
+            manifest_entries: g(&self.manifest_entries),
+            manifest_rejected: g(&self.manifest_rejected),
+            manifest_published: g(&self.manifest_published),
+            prefetch_fetched: g(&self.prefetch_fetched),
+            prefetch_local: g(&self.prefetch_local),
+            prefetch_missing: g(&self.prefetch_missing),
+            prefetch_joined: g(&self.prefetch_joined),
+            prefetch_hits: g(&self.prefetch_hits),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
@@ -209,6 +249,21 @@ impl StatsSnapshot {
                 if n > 0 {
                     s += &format!(", {n} {what}");
                 }
+            }
+        }
+        if self.manifest_entries + self.manifest_published + self.manifest_rejected > 0 {
+            s += &format!(
+                "\ngobuildcache: warm start: {} in manifest, {} prefetched, {} already local, {} gone; {} hits ready in time, {} waited for a prefetch; published {}",
+                self.manifest_entries,
+                self.prefetch_fetched,
+                self.prefetch_local,
+                self.prefetch_missing,
+                self.prefetch_hits,
+                self.prefetch_joined,
+                self.manifest_published,
+            );
+            if self.manifest_rejected > 0 {
+                s += &format!(", {} manifests rejected", self.manifest_rejected);
             }
         }
         for (name, q) in [("get", &self.get_latency), ("put", &self.put_latency)] {

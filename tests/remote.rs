@@ -3,6 +3,8 @@
 //! modules). A remote hit is always proven with a fresh, empty local dir.
 
 use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -288,6 +290,210 @@ pub fn failing_store_is_a_miss_not_a_failure(store: &dyn Store) {
     );
 }
 
+/// `gobuildcache prefetch` (the warm-up step a CI job can run first), started in the module
+/// like the go command would be; returns the running process.
+fn start_prefetch(r: &Run, store: &dyn Store, local: &str, stats: &std::path::Path) -> Child {
+    let mut c = Command::new(bin());
+    c.arg("prefetch")
+        .arg("-cache-dir")
+        .arg(r.t.path(local))
+        .arg("-stats-json")
+        .arg(stats)
+        .current_dir(&r.module)
+        .env_clear()
+        .env("GOTOOLCHAIN", "local")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(v) = std::env::var_os(k) {
+            c.env(k, v);
+        }
+    }
+    for (k, v) in store.env() {
+        c.env(k, v);
+    }
+    c.spawn().expect("starting gobuildcache prefetch")
+}
+
+fn finish(child: Child, what: &str) -> Output {
+    let out = wait_bounded(child, Duration::from_secs(300), what);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Warm start: a cold run publishes its manifest. On a fresh local dir, two concurrent
+/// `gobuildcache prefetch` runs fetch each entry exactly once between them, and the go
+/// command that follows finds every entry local: no get waits for the network.
+pub fn prefetch_fetches_each_entry_once_and_builds_locally(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, s1) = r.fresh(store, "fill", &[]);
+    let app1 = r.t.path("app1");
+    go1.ok(&["build", "-o", app1.to_str().unwrap(), "./cmd/app"]);
+    go1.ok(&["test", "./..."]);
+    assert!(stats(&s1).manifest_published > 0, "{:?}", stats(&s1));
+
+    let (pa, pb) = (r.t.path("pa.json"), r.t.path("pb.json"));
+    let a = start_prefetch(&r, store, "local-warm", &pa);
+    let b = start_prefetch(&r, store, "local-warm", &pb);
+    let out = finish(a, "prefetch a");
+    finish(b, "prefetch b");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("prefetched"),
+        "{out:?}"
+    );
+    let (sa, sb) = (stats(&pa), stats(&pb));
+    let entries = sa.manifest_entries;
+    assert!(entries > 10, "{sa:?}");
+    assert_eq!(sb.manifest_entries, entries, "both read the same manifest");
+    assert_eq!(
+        sa.prefetch_missing + sb.prefetch_missing,
+        0,
+        "{sa:?} {sb:?}"
+    );
+    for s in [&sa, &sb] {
+        assert_eq!(s.prefetch_fetched + s.prefetch_local, entries, "{s:?}");
+        assert_eq!(s.remote_errors + s.remote_corrupt, 0, "{s:?}");
+        assert_eq!(
+            s.manifest_published, 0,
+            "a prefetch alone uses nothing: {s:?}"
+        );
+    }
+    assert_eq!(
+        sa.prefetch_fetched + sb.prefetch_fetched,
+        entries,
+        "each entry fetched exactly once across both: {sa:?} {sb:?}"
+    );
+    assert_eq!(sa.remote_downloads + sb.remote_downloads, entries);
+
+    let (go2, s2) = r.fresh(store, "warm", &[]);
+    let app2 = r.t.path("app2");
+    go2.ok(&["build", "-o", app2.to_str().unwrap(), "./cmd/app"]);
+    go2.ok(&["test", "./..."]);
+    let st = stats(&s2);
+    assert_eq!(st.remote_hits, 0, "every entry was local already: {st:?}");
+    assert_eq!(st.local_hits, st.hits, "{st:?}");
+    assert_eq!(st.prefetch_fetched, 0, "{st:?}");
+    assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app2).unwrap());
+    assert_bodies_intact(&r.t.path("local-warm"));
+}
+
+/// ActionIDs a local tier holds a record for.
+fn local_records(local: &std::path::Path) -> u64 {
+    files_under(&local.join("v1").join("a")).len() as u64
+}
+
+/// The go command's gets race the prefetch started by its own helper (one fetch at a time,
+/// so most gets overtake it): every hit is the right body, and nothing is fetched twice.
+pub fn gets_racing_the_prefetch_get_the_right_bodies(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "fill", &[]);
+    let app1 = r.t.path("app1");
+    go1.ok(&["build", "-o", app1.to_str().unwrap(), "./cmd/app"]);
+
+    let (go2, s2) = r.fresh(store, "race", &[("GOBUILDCACHE_PREFETCH_CONCURRENCY", "1")]);
+    let app2 = r.t.path("app2");
+    go2.ok(&["build", "-o", app2.to_str().unwrap(), "./cmd/app"]);
+    let st = stats(&s2);
+    assert!(st.manifest_entries > 0, "{st:?}");
+    assert_eq!(
+        st.local_hits, 0,
+        "fresh dir: every hit came from the remote: {st:?}"
+    );
+    assert_warm(&st, 1);
+    assert!(
+        st.prefetch_hits + st.prefetch_joined <= st.remote_hits,
+        "{st:?}"
+    );
+    assert_eq!(st.remote_errors + st.remote_corrupt, 0, "{st:?}");
+    // Each entry was downloaded once: by the prefetch or by a get, never both (a put may
+    // rewrite a downloaded entry's record, or add one).
+    let records = local_records(&r.t.path("local-race"));
+    assert!(st.remote_downloads <= records, "{records} records: {st:?}");
+    assert!(records <= st.remote_downloads + st.puts, "{records} records: {st:?}");
+    assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app2).unwrap());
+    assert_bodies_intact(&r.t.path("local-race"));
+}
+
+/// Manifests that are damaged or over the size cap are ignored with a warning; the valid one
+/// beside them still drives the prefetch, and builds are unaffected.
+pub fn bad_manifests_are_ignored(store: &dyn Store) {
+    let r = Run::new();
+    let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/bad-manifests")];
+    let (go1, _) = r.fresh(store, "fill", &key);
+    go1.ok(&["build", "./..."]);
+    let dir = gobuildcache::remote::manifest::dir_key("gobuildcache/", "suite/bad-manifests");
+    let valid: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&dir))
+        .collect();
+    assert_eq!(valid.len(), 1, "{:?}", store.keys());
+    // Newer names than the valid one, so they are read first.
+    let mut garbage = store.read(&valid[0]);
+    garbage[20] ^= 0xff;
+    store.write(&format!("{dir}ffffffffffffff00-00000000"), &garbage);
+    let huge = vec![7u8; gobuildcache::remote::manifest::MAX_BYTES as usize + 1];
+    store.write(&format!("{dir}ffffffffffffff01-00000000"), &huge);
+
+    let (go2, s2) = r.fresh(store, "after", &key);
+    let out = go2.ok(&["build", "./..."]);
+    let st = stats(&s2);
+    assert_eq!(st.manifest_rejected, 2, "{st:?}");
+    assert!(
+        st.manifest_entries > 0,
+        "the valid manifest still counts: {st:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("ignoring manifest").count(),
+        1,
+        "warned once: {err}"
+    );
+    assert_warm(&st, 1);
+}
+
+/// Two jobs publishing the same manifest name at once both land (no overwrite), and the
+/// next run starts from the union of what they used.
+pub fn concurrent_publishers_are_merged(store: &dyn Store) {
+    use gobuildcache::remote::manifest::{dir_key, Manifest};
+    let r = Run::new();
+    let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/merge")];
+    let (ga, _) = r.fresh(store, "a", &key);
+    let (gb, _) = r.fresh(store, "b", &key);
+    let ca = ga
+        .command(&["vet", "./mathx"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cb = gb
+        .command(&["build", "./greet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(ca, "go vet");
+    finish(cb, "go build");
+    let dir = dir_key("gobuildcache/", "suite/merge");
+    let published: Vec<Manifest> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&dir))
+        .map(|k| Manifest::decode(&store.read(&k)).unwrap())
+        .collect();
+    assert_eq!(published.len(), 2, "both publishes landed");
+    let union = Manifest::merge(&published);
+    assert!(union.len() > published[0].len().max(published[1].len()));
+
+    let (gc, sc) = r.fresh(store, "c", &key);
+    gc.ok(&["build", "./mathx"]);
+    assert_eq!(stats(&sc).manifest_entries, union.len() as u64);
+}
+
 /// The shared suite, once per store; `$store` makes a fresh store for each test.
 macro_rules! store_suite {
     ($name:ident, $store:expr, $prefix_flag:expr) => {
@@ -317,6 +523,26 @@ macro_rules! store_suite {
             #[test]
             fn clear_remote_deletes_only_its_prefix() {
                 super::clear_remote_deletes_only_its_prefix(&$store, $prefix_flag);
+            }
+
+            #[test]
+            fn prefetch_fetches_each_entry_once_and_builds_locally() {
+                super::prefetch_fetches_each_entry_once_and_builds_locally(&$store);
+            }
+
+            #[test]
+            fn gets_racing_the_prefetch_get_the_right_bodies() {
+                super::gets_racing_the_prefetch_get_the_right_bodies(&$store);
+            }
+
+            #[test]
+            fn bad_manifests_are_ignored() {
+                super::bad_manifests_are_ignored(&$store);
+            }
+
+            #[test]
+            fn concurrent_publishers_are_merged() {
+                super::concurrent_publishers_are_merged(&$store);
             }
 
             #[test]

@@ -35,6 +35,7 @@ fn cli() -> Command {
                 .about("Remove every remote object under the configured prefix"),
         )
         .subcommand(Command::new("trim").about("Trim the local tier to -max-size now"))
+        .subcommand(Command::new("prefetch").about("Fetch the entries recent runs used (the warm-start manifest) into the local tier, then exit"))
         .subcommand(Command::new("help").about("Show this help"))
         .arg(
             Arg::new("force")
@@ -158,6 +159,22 @@ fn run() -> anyhow::Result<ExitCode> {
         "trim" => {
             let r = cache.trim().context("trimming the local cache")?;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        "prefetch" => {
+            anyhow::ensure!(
+                cache.config().remote_prefix().is_some(),
+                "prefetch needs a remote: set -backend s3 or gcs, or -remote-dir"
+            );
+            anyhow::ensure!(cache.config().prefetch, "prefetch is off (-prefetch=false)");
+            cache.wait_for_prefetch();
+            cache.flush();
+            let s = cache.report()?;
+            println!(
+                "prefetched {} of {} manifest entries ({} were already local, {} are gone from the remote)",
+                s.prefetch_fetched, s.manifest_entries, s.prefetch_local, s.prefetch_missing
+            );
+            cache.close();
             Ok(ExitCode::SUCCESS)
         }
         other => anyhow::bail!("unknown subcommand {other}"),

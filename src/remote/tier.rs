@@ -42,15 +42,28 @@ pub(crate) struct RemoteTier {
     read_only: bool,
     lock_type: LockType,
     lock_dir: PathBuf,
-    local: Arc<LocalTier>,
-    stats: Arc<Stats>,
+    pub(super) local: Arc<LocalTier>,
+    pub(super) stats: Arc<Stats>,
     /// In-process single-flight: one fetch per ActionID, others wait for its result.
-    flights: Mutex<HashMap<ActionId, Arc<OnceCell<Option<Entry>>>>>,
+    flights: Mutex<HashMap<ActionId, Arc<Flight>>>,
     queue: mpsc::Sender<Upload>,
     checked: OnceCell<()>,
     /// Queued plus running uploads.
     pending: Arc<AtomicU64>,
     idle: Arc<Notify>,
+}
+
+/// Who asked for a fetch: a get (the go command waits) or the warm-start prefetch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Get,
+    Prefetch,
+}
+
+/// One fetch in progress and whoever started it.
+struct Flight {
+    origin: Origin,
+    result: OnceCell<Option<Entry>>,
 }
 
 pub(crate) struct Settings {
@@ -106,12 +119,20 @@ impl RemoteTier {
 
     /// Resolves once the start-up check is done: remote calls wait for it, so a broken
     /// remote is reported as such (once) before any get or put can complain about it.
-    async fn ready(&self) {
+    pub(super) async fn ready(&self) {
         self.checked.get_or_init(|| self.startup_check()).await;
     }
 
     pub fn key(&self, action: &ActionId) -> String {
         format!("{}{}", self.prefix, action.to_hex())
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn location(&self) -> String {
@@ -135,17 +156,29 @@ impl RemoteTier {
     }
 
     /// Fetches an entry into the local tier; `None` on a miss or any failure (fail-open).
-    pub async fn fetch(self: &Arc<Self>, action: ActionId) -> Option<Entry> {
+    pub async fn fetch(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
         if self.lock_type == LockType::Noop {
-            return self.fetch_locked(action).await;
+            return self.fetch_locked(action, origin).await;
         }
-        let cell = {
+        let flight = {
             let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(f.entry(action).or_default())
+            Arc::clone(f.entry(action).or_insert_with(|| {
+                Arc::new(Flight {
+                    origin,
+                    result: OnceCell::new(),
+                })
+            }))
         };
-        let res = cell.get_or_init(|| self.fetch_locked(action)).await.clone();
+        if origin == Origin::Get && flight.origin == Origin::Prefetch {
+            Stats::add(&self.stats.prefetch_joined, 1);
+        }
+        let res = flight
+            .result
+            .get_or_init(|| self.fetch_locked(action, flight.origin))
+            .await
+            .clone();
         let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if f.get(&action).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+        if f.get(&action).is_some_and(|c| Arc::ptr_eq(c, &flight)) {
             f.remove(&action);
         }
         res
@@ -153,7 +186,7 @@ impl RemoteTier {
 
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
     /// wait, then find it locally.
-    async fn fetch_locked(self: &Arc<Self>, action: ActionId) -> Option<Entry> {
+    async fn fetch_locked(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
         self.ready().await;
         let _guard = if self.lock_type == LockType::Fslock {
             let path = self.lock_dir.join(action.to_hex());
@@ -170,11 +203,14 @@ impl RemoteTier {
         };
         if _guard.is_some() {
             if let Ok(Lookup::Hit(e)) = self.local.get(&action) {
+                if origin == Origin::Prefetch {
+                    Stats::add(&self.stats.prefetch_local, 1);
+                }
                 return Some(e); // another process fetched it while we waited
             }
         }
         let key = self.key(&action);
-        match self.download(&key, action).await {
+        match self.download(&key, action, origin).await {
             Ok(found) => found,
             Err(Failure::Backend(BackendError::Unavailable(why))) => {
                 // Reported when it happened (start-up check or breaker trip).
@@ -209,9 +245,18 @@ impl RemoteTier {
         }
     }
 
-    async fn download(&self, key: &str, action: ActionId) -> Result<Option<Entry>, Failure> {
+    async fn download(
+        &self,
+        key: &str,
+        action: ActionId,
+        origin: Origin,
+    ) -> Result<Option<Entry>, Failure> {
         let Some(reader) = self.backend.get(key).await.map_err(Failure::Backend)? else {
-            self.stats.remote_misses.fetch_add(1, Ordering::Relaxed);
+            let missed = match origin {
+                Origin::Get => &self.stats.remote_misses,
+                Origin::Prefetch => &self.stats.prefetch_missing,
+            };
+            Stats::add(missed, 1);
             return Ok(None);
         };
         let reader = IdleTimeout::new(reader, STALL_TIMEOUT);
@@ -246,9 +291,11 @@ impl RemoteTier {
         .await
         .map_err(|e| Failure::Backend(BackendError::Transient(format!("decode task: {e}"))))?;
         let entry = decoded?;
-        self.stats
-            .bytes_down
-            .fetch_add(entry.size, Ordering::Relaxed);
+        Stats::add(&self.stats.bytes_down, entry.size);
+        Stats::add(&self.stats.remote_downloads, 1);
+        if origin == Origin::Prefetch {
+            Stats::add(&self.stats.prefetch_fetched, 1);
+        }
         Ok(Some(entry))
     }
 
@@ -345,6 +392,30 @@ impl RemoteTier {
             BackendError::Unavailable(m) => UploadError::Unavailable(m),
             other => UploadError::Failed(other.to_string()),
         })
+    }
+
+    /// Stores a small object (a manifest) under `key`, if absent.
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> std::result::Result<(), String> {
+        self.ready().await;
+        let local = Arc::clone(&self.local);
+        let (tmp, size) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            use std::io::Write;
+            let (mut file, tmp) = local.temp_file().map_err(io::Error::other)?;
+            let guard = TempFile(tmp);
+            file.write_all(&data)?;
+            Ok((guard, data.len() as u64))
+        })
+        .await
+        .map_err(|e| format!("write task: {e}"))?
+        .map_err(|e| format!("writing a temp file: {e}"))?;
+        match self.backend.put(key, &tmp.0, size).await {
+            Ok(PutOutcome::Stored) => {
+                Stats::add(&self.stats.bytes_up, size);
+                Ok(())
+            }
+            Ok(PutOutcome::AlreadyExists) => Err("an object with that name exists".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Waits until every queued upload is done or `deadline` passes; returns how many were
@@ -592,7 +663,7 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let r = Arc::clone(&r);
-            tasks.spawn(async move { r.fetch(action).await });
+            tasks.spawn(async move { r.fetch(action, Origin::Get).await });
         }
         while let Some(res) = tasks.join_next().await {
             let e = res.unwrap().expect("every caller gets the entry");
@@ -617,7 +688,7 @@ mod tests {
         let locks = d.path().join("locks");
         let a = tier(&shared, be.clone(), LockType::Fslock, &locks);
         let b = tier(&shared, be.clone(), LockType::Fslock, &locks);
-        let (ea, eb) = tokio::join!(a.fetch(action), b.fetch(action));
+        let (ea, eb) = tokio::join!(a.fetch(action, Origin::Get), b.fetch(action, Origin::Get));
         for e in [ea.unwrap(), eb.unwrap()] {
             assert_eq!(std::fs::read(&e.path).unwrap(), body);
         }
@@ -629,7 +700,7 @@ mod tests {
 
         // Without locks both go to the remote: the counter can tell the difference.
         let c = tier(&d.path().join("c"), be.clone(), LockType::Noop, &locks);
-        let (x, y) = tokio::join!(c.fetch(action), c.fetch(action));
+        let (x, y) = tokio::join!(c.fetch(action, Origin::Get), c.fetch(action, Origin::Get));
         assert!(x.is_some() && y.is_some());
         assert_eq!(be.gets.load(Ordering::SeqCst), 3);
     }

@@ -1,0 +1,289 @@
+//! Warm start: at open, fetch what recent runs used (their [`manifest`](super::manifest))
+//! into the local tier while requests are already being served; at close, publish what this
+//! run used.
+//!
+//! The go command keeps only a few gets in flight, so on a fresh machine each would wait one
+//! remote round trip in turn. Prefetching with many fetches in flight turns those round trips
+//! into hits that are local by the time the go command asks. Prefetches go through the tier's
+//! single-flight (in-process and, with fslock, across processes), so a get racing a prefetch
+//! waits for it, and a second helper sharing the local dir finds the first one's work.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, Semaphore};
+
+use super::idle::IdleTimeout;
+use super::manifest::{self, Manifest, Names};
+use super::tier::{Origin, RemoteTier};
+use super::{Backend, ObjectInfo};
+use crate::ids::ActionId;
+use crate::local::Lookup;
+use crate::stats::Stats;
+
+/// How long a manifest read may stall before it is given up (it is read whole, at most
+/// [`manifest::MAX_BYTES`]).
+const READ_STALL: Duration = Duration::from_secs(10);
+
+pub(crate) struct Prefetch {
+    tier: Arc<RemoteTier>,
+    names: Names,
+    concurrency: usize,
+    /// ActionIDs this run used, in first-use order.
+    used: Mutex<Used>,
+    /// What start-up found: the merged manifest and our name's objects (for pruning).
+    found: Mutex<Option<Found>>,
+    stop: AtomicBool,
+    stopped: Notify,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Used {
+    seen: HashSet<ActionId>,
+    order: Vec<ActionId>,
+    /// Entries this helper's prefetch went to the remote for: a later local hit on one is
+    /// a remote hit that cost the go command no wait.
+    prefetched: HashSet<ActionId>,
+}
+
+#[derive(Default)]
+struct Found {
+    manifest: Manifest,
+    /// Object keys under our own name, newest first.
+    own: Vec<String>,
+    /// Whether the manifest came from our own name (not a fallback).
+    from_own: bool,
+}
+
+impl Prefetch {
+    /// Starts the prefetch in the background. Must run inside the runtime.
+    pub fn start(tier: Arc<RemoteTier>, names: Names, concurrency: usize) -> Arc<Prefetch> {
+        let (done, _) = tokio::sync::watch::channel(false);
+        let p = Arc::new(Prefetch {
+            tier,
+            names,
+            concurrency: concurrency.max(1),
+            used: Mutex::new(Used::default()),
+            found: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            stopped: Notify::new(),
+            done,
+        });
+        let me = Arc::clone(&p);
+        tokio::spawn(async move {
+            me.run().await;
+            me.done.send_replace(true);
+        });
+        p
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.tier.stats
+    }
+
+    /// Notes that this run used `action` (a hit or a put); true if this helper's prefetch
+    /// brought it from the remote. Cheap: on the hot path.
+    pub fn record(&self, action: &ActionId) -> bool {
+        let mut u = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if u.seen.insert(*action) {
+            u.order.push(*action);
+        }
+        u.prefetched.contains(action)
+    }
+
+    fn mark_prefetched(&self, action: ActionId) {
+        let mut u = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        u.prefetched.insert(action);
+    }
+
+    /// Waits until the prefetch has finished (or was stopped).
+    pub async fn wait(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Starts no more fetches and waits for those in flight.
+    pub async fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
+        self.wait().await;
+    }
+
+    async fn run(self: &Arc<Self>) {
+        self.tier.ready().await;
+        if self.tier.backend.breaker.is_disabled() {
+            return;
+        }
+        let found = self.load().await;
+        let entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
+        Stats::add(&self.stats().manifest_entries, entries.len() as u64);
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+        self.fetch_all(entries).await;
+    }
+
+    async fn fetch_all(self: &Arc<Self>, entries: Vec<ActionId>) {
+        let sem = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for action in entries {
+            let permit = tokio::select! {
+                p = Arc::clone(&sem).acquire_owned() => p.expect("semaphore open"),
+                _ = self.stopped.notified() => break,
+            };
+            if self.stop.load(Ordering::Acquire) || self.tier.backend.breaker.is_disabled() {
+                break;
+            }
+            let me = Arc::clone(self);
+            tasks.spawn(async move {
+                let _permit = permit;
+                let tier = &me.tier;
+                if let Ok(Lookup::Hit(_)) = tier.local.get(&action) {
+                    Stats::add(&tier.stats.prefetch_local, 1);
+                    return;
+                }
+                // Marked before it lands, so no local hit on it is miscounted.
+                me.mark_prefetched(action);
+                tier.fetch(action, Origin::Prefetch).await;
+            });
+            // Reap finished tasks as we go so the set stays small.
+            while tasks.try_join_next().is_some() {}
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Finds the newest manifests under our name, else under the first fallback that has
+    /// any, and merges them. Every failure is a warning and an empty manifest.
+    async fn load(&self) -> Found {
+        let prefix = self.tier.prefix();
+        let names: Vec<&String> = std::iter::once(&self.names.key)
+            .chain(&self.names.fallbacks)
+            .collect();
+        // One list per name, all at once: a missing name costs no extra round trip.
+        let lists = futures_util::future::join_all(names.iter().map(|n| {
+            let dir = manifest::dir_key(prefix, n);
+            async move { self.tier.backend.list(&dir).await }
+        }))
+        .await;
+        let mut found = Found::default();
+        let mut chosen: Option<(usize, Vec<ObjectInfo>)> = None;
+        for (i, res) in lists.into_iter().enumerate() {
+            match res {
+                Ok(mut objs) => {
+                    objs.sort_by(|a, b| b.key.cmp(&a.key));
+                    if i == 0 {
+                        found.own = objs.iter().map(|o| o.key.clone()).collect();
+                    }
+                    if chosen.is_none() && !objs.is_empty() {
+                        chosen = Some((i, objs));
+                    }
+                }
+                Err(e) => {
+                    self.stats().warn_once(
+                        "manifest",
+                        &format!("listing manifest {}: {e}; not prefetching it", names[i]),
+                    );
+                }
+            }
+        }
+        let Some((i, objs)) = chosen else {
+            return found;
+        };
+        found.from_own = i == 0;
+        let reads = objs
+            .iter()
+            .take(manifest::READ_NEWEST)
+            .map(|o| self.read_one(o));
+        let manifests: Vec<Manifest> = futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        found.manifest = Manifest::merge(&manifests);
+        tracing::debug!(
+            name = names[i],
+            objects = manifests.len(),
+            entries = found.manifest.len(),
+            "manifest loaded"
+        );
+        found
+    }
+
+    async fn read_one(&self, o: &ObjectInfo) -> Option<Manifest> {
+        let warn = |why: String| {
+            Stats::add(&self.stats().manifest_rejected, 1);
+            self.stats()
+                .warn_once("manifest", &format!("ignoring manifest {}: {why}", o.key));
+            None
+        };
+        if o.size > manifest::MAX_BYTES {
+            return warn(format!(
+                "{} bytes is over the cap of {}",
+                o.size,
+                manifest::MAX_BYTES
+            ));
+        }
+        let reader = match self.tier.backend.get(&o.key).await {
+            Ok(Some(r)) => r,
+            // Pruned by another publisher since we listed it.
+            Ok(None) => return None,
+            Err(e) => return warn(e.to_string()),
+        };
+        // The listed size can be stale: never read more than the cap.
+        let mut limited = IdleTimeout::new(reader, READ_STALL).take(manifest::MAX_BYTES + 1);
+        let mut buf = Vec::new();
+        if let Err(e) = limited.read_to_end(&mut buf).await {
+            return warn(format!("reading it: {e}"));
+        }
+        if buf.len() as u64 > manifest::MAX_BYTES {
+            return warn(format!(
+                "it is over the cap of {} bytes",
+                manifest::MAX_BYTES
+            ));
+        }
+        match Manifest::decode(&buf) {
+            Ok(m) => Some(m),
+            Err(why) => warn(why),
+        }
+    }
+
+    /// Publishes what this run used, merged with what it found, unless that adds nothing.
+    /// Then deletes our name's older manifests beyond the newest few. Failures are warnings.
+    pub async fn publish(&self) {
+        if self.tier.read_only() || self.tier.backend.breaker.is_disabled() {
+            return;
+        }
+        let used = std::mem::take(&mut self.used.lock().unwrap_or_else(|p| p.into_inner()).order);
+        let found = self
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        if used.is_empty() {
+            return;
+        }
+        let known: HashSet<&ActionId> = found.manifest.entries.iter().map(|e| &e.0).collect();
+        if found.from_own && used.iter().all(|a| known.contains(a)) {
+            return; // nothing new: the newest manifest already lists all of it
+        }
+        let next = found.manifest.next(&used);
+        let dir = manifest::dir_key(self.tier.prefix(), &self.names.key);
+        let key = manifest::object_key(&dir, SystemTime::now());
+        match self.tier.put_bytes(&key, next.encode()).await {
+            Ok(()) => {
+                Stats::add(&self.stats().manifest_published, next.len() as u64);
+                tracing::debug!(key, entries = next.len(), "manifest published");
+            }
+            Err(e) => {
+                self.stats()
+                    .warn_once("manifest", &format!("publishing manifest {key}: {e}"));
+                return;
+            }
+        }
+        let old = found.own.iter().skip(manifest::KEEP - 1);
+        futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
+    }
+}
