@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Benchmark: gobuildcache (GOCACHEPROG helper) vs Go's native GOCACHE, in one run with
-# alternating reps. Prints a markdown table of medians and ratios, and writes it to
-# bench/results/latest.md. See bench/README.md.
+# Benchmark: gobuildcache (GOCACHEPROG helper) vs Go's native GOCACHE and vs another open-source
+# GOCACHEPROG helper (bradfitz/go-tool-cache's go-cacher), in one run with alternating reps.
+# Prints a markdown report (one summary table of medians and ratios, then details) and writes
+# it to bench/results/latest.md. See bench/README.md for the workloads and every knob.
 #
 # Environment knobs (all optional):
-#   BENCH_REPS=5          measured reps per workload and side (alternating native, ours, ...)
-#   BENCH_WARMUP=2        uncounted warm-up runs per workload and side, after the cold fill
-#   BENCH_REMOTE=auto     1: run W3 (cold, ours with S3) and W2 (fresh local, warm remote) on a
-#                         moto_server started on 127.0.0.1; 0: skip; auto: 1 if moto_server is on PATH
-#   BENCH_COLD=0          1 (with BENCH_REMOTE=0): W3 with ours local-only (cold `go build std`)
-#   BENCH_COLD_REPS=2     reps for W3 (each side ~1-1.5 min on 2 CPUs)
-#   BENCH_W2_REPS=5       reps for W2 (each side)
+#   BENCH_REPS=5          W1 measured reps per workload and side (alternating native, ours, go-cacher)
+#   BENCH_WARMUP=2        W1 uncounted warm-up runs per workload and side, after the cold fill
+#   BENCH_REMOTE=1        1: W3 with ours+S3 and W2 (moto_server behind toxiproxy on 127.0.0.1);
+#                         0: no remote (W1 only, or W3 local-only with BENCH_COLD=1); auto: 1 if
+#                         moto_server and toxiproxy-server are found (after BENCH_INSTALL)
+#   BENCH_INSTALL=1       1: install missing tools (scripts/test-servers.sh for moto_server and
+#                         toxiproxy-server; `go install` for go-cacher); 0: fail if one is missing
+#   BENCH_GOCACHER=1      1: include bradfitz/go-tool-cache's go-cacher (disk) in W1 and W3, and in
+#                         W2 with its HTTP cache server gocached behind the same toxiproxy; 0: skip
+#   BENCH_GOCACHER_VERSION=v0.0.0-20260722201841-0bb331e19f64   the go-tool-cache module version
+#   BENCH_COLD=0          1 (with BENCH_REMOTE=0): W3 with ours local-only
+#   BENCH_COLD_REPS=2     W3 reps per side
+#   BENCH_W2_REPS=5       W2 reps per latency (and mode), plus as many for the disk remote
+#   BENCH_W2_LATENCIES="0 5 20"   added round trip (ms) between the helper and moto_server for W2
+#   BENCH_W2_DISK=1       1: W2 also on a directory remote (no HTTP; filled by one extra cold run)
+#   BENCH_W2_PREFETCH=    empty: the helper's default; else a list of GOBUILDCACHE_PREFETCH values
+#                         to compare in the same run, e.g. "on off"
+#   BENCH_MANIFEST_KEY=   if set, GOBUILDCACHE_MANIFEST_KEY for every remote run (fill and W2)
 #   BENCH_BUILD=1         0: skip `cargo build --release` (use the binary already built)
 #   BENCH_BIN=path        benchmark this helper binary instead of target/release/gobuildcache
 #   BENCH_BUILD_PKGS=std  what `go build` builds (a small package, e.g. fmt, for a smoke test)
@@ -31,7 +43,15 @@ WARMUP="${BENCH_WARMUP:-2}"
 COLD="${BENCH_COLD:-0}"
 COLD_REPS="${BENCH_COLD_REPS:-2}"
 W2_REPS="${BENCH_W2_REPS:-5}"
-REMOTE="${BENCH_REMOTE:-auto}"
+W2_LATENCIES="${BENCH_W2_LATENCIES:-0 5 20}"
+W2_DISK="${BENCH_W2_DISK:-1}"
+W2_PREFETCH="${BENCH_W2_PREFETCH:-}"
+MANIFEST_KEY="${BENCH_MANIFEST_KEY:-}"
+REMOTE="${BENCH_REMOTE:-1}"
+INSTALL="${BENCH_INSTALL:-1}"
+GOCACHER="${BENCH_GOCACHER:-1}"
+GOCACHER_VERSION="${BENCH_GOCACHER_VERSION:-v0.0.0-20260722201841-0bb331e19f64}"
+GOCACHER_MOD=github.com/bradfitz/go-tool-cache
 DO_BUILD="${BENCH_BUILD:-1}"
 BUILD_PKGS="${BENCH_BUILD_PKGS:-std}"
 TEST_PKGS="${BENCH_TEST_PKGS:-strings strconv bytes encoding/json}"
@@ -45,18 +65,66 @@ done
 ((REPS >= 1)) || die "BENCH_REPS must be at least 1"
 ((COLD_REPS >= 1)) || die "BENCH_COLD_REPS must be at least 1"
 ((W2_REPS >= 1)) || die "BENCH_W2_REPS must be at least 1"
-case "$REMOTE" in
-auto) if command -v moto_server >/dev/null 2>&1; then REMOTE=1; else
-    REMOTE=0; note "moto_server not on PATH: skipping W2/W3 (bash scripts/test-servers.sh installs it)"; fi ;;
-0) ;;
-1) command -v moto_server >/dev/null 2>&1 ||
-    die "BENCH_REMOTE=1 needs moto_server on PATH (bash scripts/test-servers.sh installs it)"
-   command -v curl >/dev/null 2>&1 || die "BENCH_REMOTE=1 needs curl (to create the bucket)" ;;
-*) die "BENCH_REMOTE must be 0, 1 or auto, got '$REMOTE'" ;;
-esac
+read -r -a LATS <<<"$W2_LATENCIES"
+((${#LATS[@]} >= 1)) || die "BENCH_W2_LATENCIES must list at least one latency (ms)"
+for l in "${LATS[@]}"; do
+    [[ "$l" =~ ^[0-9]+$ ]] || die "BENCH_W2_LATENCIES must be whole milliseconds, got '$l'"
+done
+# W2 modes: "default" leaves GOBUILDCACHE_PREFETCH unset (the helper's own default).
+read -r -a MODES <<<"$W2_PREFETCH"
+((${#MODES[@]} == 0)) && MODES=(default)
+for v in GOCACHER W2_DISK INSTALL COLD; do
+    [[ "${!v}" == 0 || "${!v}" == 1 ]] || die "BENCH_$v must be 0 or 1, got '${!v}'"
+done
 
 command -v go >/dev/null 2>&1 || die "go not found on PATH (install Go, or add it to PATH)"
 command -v python3 >/dev/null 2>&1 || die "python3 not found on PATH (needed for the report)"
+
+# --- tools: where scripts/test.sh finds them (pip's script dir, our tools dir) -----------------
+TOOLS="${GOBUILDCACHE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache-tools}"
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$TOOLS:$PATH"
+export PATH
+
+have_servers() { command -v moto_server >/dev/null 2>&1 && command -v toxiproxy-server >/dev/null 2>&1; }
+if [[ "$REMOTE" != 0 ]] && ! have_servers && [[ "$INSTALL" == 1 ]]; then
+    note "moto_server or toxiproxy-server missing: running scripts/test-servers.sh"
+    bash "$ROOT/scripts/test-servers.sh" || note "scripts/test-servers.sh failed"
+    hash -r
+fi
+case "$REMOTE" in
+auto) if have_servers; then REMOTE=1; else
+    REMOTE=0; note "moto_server or toxiproxy-server not found: skipping W2/W3 (bash scripts/test-servers.sh installs them)"; fi ;;
+0) ;;
+1) command -v moto_server >/dev/null 2>&1 ||
+    die "BENCH_REMOTE=1 needs moto_server (bash scripts/test-servers.sh installs it; BENCH_REMOTE=0 skips W2/W3)"
+   command -v toxiproxy-server >/dev/null 2>&1 ||
+    die "BENCH_REMOTE=1 needs toxiproxy-server in $TOOLS or on PATH (bash scripts/test-servers.sh installs it; BENCH_REMOTE=0 skips W2/W3)" ;;
+*) die "BENCH_REMOTE must be 0, 1 or auto, got '$REMOTE'" ;;
+esac
+if [[ "$REMOTE" == 1 ]]; then
+    command -v curl >/dev/null 2>&1 || die "BENCH_REMOTE=1 needs curl (bucket creation, toxiproxy's API, calibration)"
+fi
+
+# go-cacher (and its server gocached for W2), pinned: reinstalled when the binary in $TOOLS is
+# another version.
+gocacher_version() { go version -m "$1" 2>/dev/null | awk -v m="$GOCACHER_MOD" '$1 == "mod" && $2 == m { print $3 }'; }
+GC_TOOLS=(go-cacher)
+[[ "$REMOTE" == 1 ]] && GC_TOOLS+=(gocached)
+if [[ "$GOCACHER" == 1 ]]; then
+    for t in "${GC_TOOLS[@]}"; do
+        if [[ "$(gocacher_version "$TOOLS/$t")" != "$GOCACHER_VERSION" ]]; then
+            [[ "$INSTALL" == 1 ]] ||
+                die "$t $GOCACHER_VERSION not in $TOOLS (BENCH_INSTALL=1 installs it; BENCH_GOCACHER=0 skips go-cacher)"
+            note "installing $t $GOCACHER_VERSION into $TOOLS (Go module proxy)"
+            mkdir -p "$TOOLS"
+            GOBIN="$TOOLS" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
+                go install "$GOCACHER_MOD/cmd/$t@$GOCACHER_VERSION" ||
+                die "go install $GOCACHER_MOD/cmd/$t@$GOCACHER_VERSION failed (BENCH_GOCACHER=0 skips go-cacher)"
+        fi
+        [[ -x "$TOOLS/$t" ]] || die "$t missing in $TOOLS after installing (BENCH_GOCACHER=0 skips go-cacher)"
+    done
+    GC_SRC="$TOOLS/go-cacher"
+fi
 
 # --- the helper binary -------------------------------------------------------------------
 if [[ -n "${BENCH_BIN:-}" ]]; then
@@ -75,11 +143,18 @@ fi
 # --- private scratch space ---------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gobuildcache-bench.XXXXXX")"
 MOTO_PID=""
-cleanup() {
-    if [[ -n "$MOTO_PID" ]]; then
-        kill "$MOTO_PID" 2>/dev/null || true
-        wait "$MOTO_PID" 2>/dev/null || true
+TOXI_PID=""
+GOCACHED_PID=""
+stop_pid() {
+    if [[ -n "$1" ]]; then
+        kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_pid "$TOXI_PID"
+    stop_pid "$GOCACHED_PID"
+    stop_pid "$MOTO_PID"
     if [[ "$KEEP" == 1 ]]; then
         note "kept $WORK"
     else
@@ -92,22 +167,36 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 [[ "$WORK" =~ [[:space:]] ]] && die "temp dir '$WORK' contains whitespace; set TMPDIR to a path without"
 
-# Copy the binary so a concurrent `cargo build` by someone else cannot swap it mid-run.
+# Copy the binaries so a concurrent build by someone else cannot swap them mid-run.
 mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/stats"
 BIN="$WORK/bin/gobuildcache"
 cp "$SRC_BIN" "$BIN"
+if [[ "$GOCACHER" == 1 ]]; then
+    GC_BIN="$WORK/bin/go-cacher"
+    cp "$GC_SRC" "$GC_BIN"
+    if [[ "$REMOTE" == 1 ]]; then
+        GOCACHED_BIN="$WORK/bin/gocached"
+        cp "$TOOLS/gocached" "$GOCACHED_BIN"
+    fi
+fi
 
 SAMPLES="$WORK/samples.tsv"
-printf 'phase\tworkload\tside\trep\tseconds\tstats\tbytes\tnote\n' >"$SAMPLES"
+printf 'phase\tworkload\tside\trep\tseconds\tstats\tbytes\tnote\tlat_ms\tmode\tlog\n' >"$SAMPLES"
 
 export GOTOOLCHAIN=local
 export GOFLAGS=
 export GOWORK=off
 unset GOCACHEPROG
+# Only what each run sets: no stray helper settings from the caller's shell.
+while IFS='=' read -r name _; do
+    [[ "$name" == GOBUILDCACHE_* && "$name" != GOBUILDCACHE_TOOLS ]] && unset "$name"
+done < <(env)
 
 NATIVE_GOCACHE="$WORK/native/gocache"
 OURS_GOCACHE="$WORK/ours/gocache"
 OURS_DIR="$WORK/ours/cache"
+GC_GOCACHE="$WORK/gocacher/gocache"
+GC_DIR="$WORK/gocacher/cache"
 
 workload_args() {
     case "$1" in
@@ -121,51 +210,83 @@ workload_args() {
 now_ns() { date +%s%N; }
 
 # Environment of our helper for each side: "ours" is local only; "s3" and "disk" add a remote
-# tier (S3 on the moto_server below, or a directory). REMOTE_PREFIX picks the S3 key prefix /
-# the remote directory, so every W3 rep starts from an empty remote.
+# tier (S3 on moto_server through toxiproxy, or a directory). REMOTE_PREFIX picks the S3 key
+# prefix / the remote directory, so every W3 rep starts from an empty remote. MODE is the W2
+# prefetch mode ("default": leave it to the helper).
 REMOTE_PREFIX=run-1
+MODE=default
+CUR_LAT=-
 remote_env() {
     case "$1" in
     ours) ;;
     s3)
         echo GOBUILDCACHE_BACKEND=s3 GOBUILDCACHE_S3_BUCKET="$S3_BUCKET" \
             GOBUILDCACHE_S3_PREFIX="$REMOTE_PREFIX/" \
-            GOBUILDCACHE_AWS_ENDPOINT_URL_S3="http://127.0.0.1:$MOTO_PORT" \
+            GOBUILDCACHE_AWS_ENDPOINT_URL_S3="http://127.0.0.1:$PROXY_PORT" \
             GOBUILDCACHE_AWS_S3_USE_PATH_STYLE=true GOBUILDCACHE_AWS_REGION=us-east-1 \
             GOBUILDCACHE_AWS_ACCESS_KEY_ID=testing GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=testing
         ;;
     disk) echo GOBUILDCACHE_REMOTE_DIR="$WORK/remote-disk/$REMOTE_PREFIX" ;;
     *) die "unknown side $1" ;;
     esac
+    if [[ "$1" != ours ]]; then
+        [[ -n "$MANIFEST_KEY" ]] && echo GOBUILDCACHE_MANIFEST_KEY="$MANIFEST_KEY"
+        [[ "$MODE" != default ]] && echo GOBUILDCACHE_PREFETCH="$MODE"
+    fi
+    return 0
 }
 
 # tracing's WARN/ERROR lines and the helper's fatal errors (not its "0 errors" stats line).
 HELPER_WARN_RE='^ *(WARN|ERROR) |^gobuildcache: (error|warning)'
 
 # run_go PHASE WORKLOAD SIDE REP: one timed go invocation; appends a row to $SAMPLES.
-# Sides: native (Go's own cache), ours (helper, local tier only, the W1 caches), s3 / disk
-# (helper with a remote tier and a brand-new GOCACHE and -cache-dir for this one run).
+# Sides: native (Go's own cache), ours (our helper, local tier only), gocacher (go-cacher's
+# disk cache), s3 / disk (our helper with a remote tier), gcremote (go-cacher with gocached
+# behind toxiproxy). ours and gocacher keep their W1 caches, except gocacher in W3 (phase
+# cold); s3, disk and gcremote get a brand-new GOCACHE and -cache-dir for every run.
 run_go() {
     local phase=$1 wl=$2 side=$3 rep=$4
     local tag="$phase-$wl-$side-$rep"
-    local log="$WORK/logs/$tag.log" stats="-" t0 t1 rc=0 extra=""
+    [[ "$CUR_LAT" != - ]] && tag="$tag-${CUR_LAT}ms"
+    [[ "$MODE" != default ]] && tag="$tag-$MODE"
+    local log="$WORK/logs/$tag.log" stats="-" t0 t1 rc=0 extra="" fresh=0
     local -a args renv
     read -r -a args <<<"$(workload_args "$wl")"
-    if [[ "$side" == native ]]; then
-        mkdir -p "$NATIVE_GOCACHE"
+    local gocache dir
+    case "$side" in
+    native) gocache=$NATIVE_GOCACHE ;;
+    ours) gocache=$OURS_GOCACHE dir=$OURS_DIR ;;
+    gocacher) gocache=$GC_GOCACHE dir=$GC_DIR ;;
+    s3 | disk | gcremote) fresh=1 ;;
+    *) die "unknown side $side" ;;
+    esac
+    [[ "$side" == gocacher && "$phase" == cold ]] && fresh=1
+    if ((fresh)); then
+        gocache="$WORK/fresh/$tag/gocache"
+        dir="$WORK/fresh/$tag/cache"
+        rm -rf "$WORK/fresh/$tag"
+    fi
+    mkdir -p "$gocache"
+    case "$side" in
+    native)
         t0=$(now_ns)
-        (cd "$WORK" && GOCACHE="$NATIVE_GOCACHE" go "${args[@]}") >"$log" 2>&1 || rc=$?
+        (cd "$WORK" && GOCACHE="$gocache" go "${args[@]}") >"$log" 2>&1 || rc=$?
         t1=$(now_ns)
-    else
-        local gocache=$OURS_GOCACHE dir=$OURS_DIR
-        if [[ "$side" != ours ]]; then
-            gocache="$WORK/fresh/$tag/gocache"
-            dir="$WORK/fresh/$tag/cache"
-            rm -rf "$WORK/fresh/$tag"
-        fi
+        ;;
+    gocacher | gcremote)
+        mkdir -p "$dir"
+        # -verbose only adds one start line and the counters at close.
+        local server=""
+        [[ "$side" == gcremote ]] && server="-cache-server http://127.0.0.1:$GC_PROXY_PORT"
+        t0=$(now_ns)
+        (cd "$WORK" && GOCACHE="$gocache" GOCACHEPROG="$GC_BIN -verbose -cache-dir $dir $server" \
+            go "${args[@]}") >"$log" 2>&1 || rc=$?
+        t1=$(now_ns)
+        ;;
+    *)
         read -r -a renv <<<"$(remote_env "$side")"
         [[ "$side" == disk ]] && mkdir -p "$WORK/remote-disk/$REMOTE_PREFIX"
-        mkdir -p "$gocache" "$dir"
+        mkdir -p "$dir"
         stats="$WORK/stats/$tag.json"
         rm -f "$stats"
         t0=$(now_ns)
@@ -174,7 +295,8 @@ run_go() {
             go "${args[@]}") >"$log" 2>&1 || rc=$?
         t1=$(now_ns)
         [[ -s "$stats" ]] || { note "warning: $tag: helper wrote no stats JSON"; stats="-"; }
-    fi
+        ;;
+    esac
     if ((rc != 0)); then
         echo "bench: '$side' go ${args[*]} failed (exit $rc) in phase $phase; last lines of its log:" >&2
         tail -n 30 "$log" >&2
@@ -193,21 +315,70 @@ run_go() {
         extra="helper-warnings"
     fi
     local bytes="-"
-    if [[ "$phase" == cold || "$phase" == fill-disk ]]; then
+    if [[ "$phase" == cold || "$phase" == fill-* ]]; then
         if [[ "$side" == native ]]; then
-            bytes=$(du -sb "$NATIVE_GOCACHE" | cut -f1)
-        elif [[ "$side" == ours ]]; then
-            bytes=$(du -sb "$OURS_DIR" | cut -f1)
+            bytes=$(du -sb "$gocache" | cut -f1)
         else
             bytes=$(du -sb "$dir" | cut -f1)
         fi
     fi
     # Fresh per-run caches are not needed again (the remote keeps what W2 reads).
-    [[ "$side" == s3 || "$side" == disk ]] && [[ "$KEEP" != 1 ]] && rm -rf "$WORK/fresh/$tag"
+    ((fresh)) && [[ "$KEEP" != 1 ]] && rm -rf "$WORK/fresh/$tag"
     local secs
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$wl" "$side" "$rep" "$secs" "$stats" "$bytes" "${extra:--}" >>"$SAMPLES"
-    printf 'bench: %-9s %-5s %-6s #%-2s %8ss\n' "$phase" "$wl" "$side" "$rep" "$secs" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$wl" "$side" "$rep" "$secs" "$stats" \
+        "$bytes" "${extra:--}" "$CUR_LAT" "$MODE" "$log" >>"$SAMPLES"
+    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' "$phase" "$wl" "$side" "$rep" \
+        "$([[ $CUR_LAT != - ]] && echo "${CUR_LAT}ms")" "$([[ $MODE != default ]] && echo "$MODE")" "$secs" >&2
+}
+
+# --- toxiproxy between the helper and moto_server -------------------------------------------
+toxi_api() { # METHOD PATH [JSON]: fails on an HTTP error
+    local code
+    local -a body=()
+    [[ $# -ge 3 ]] && body=(-H 'Content-Type: application/json' -d "$3")
+    code=$(curl -s -o "$WORK/logs/toxi-api.out" -w '%{http_code}' -X "$1" \
+        "http://127.0.0.1:$TOXI_API/$2" "${body[@]}") || code=000
+    [[ "$code" == 2* ]] || { cat "$WORK/logs/toxi-api.out" >&2; die "toxiproxy API $1 /$2 failed (HTTP $code)"; }
+}
+# set_latency MS: the added round trip, split over the two directions. toxiproxy's latency toxic
+# delays each chunk by its value after it arrives (chunks pipeline), so one request and its
+# response together gain up + down = MS; the TCP handshake is not delayed.
+PROXIES=(s3)
+set_latency() {
+    local ms=$1 up down px
+    up=$((ms / 2))
+    down=$((ms - up))
+    for px in "${PROXIES[@]}"; do
+        curl -s -o /dev/null -X DELETE "http://127.0.0.1:$TOXI_API/proxies/$px/toxics/lat_up" || true
+        curl -s -o /dev/null -X DELETE "http://127.0.0.1:$TOXI_API/proxies/$px/toxics/lat_down" || true
+        if ((ms > 0)); then
+            toxi_api POST "proxies/$px/toxics" \
+                "{\"name\":\"lat_up\",\"type\":\"latency\",\"stream\":\"upstream\",\"attributes\":{\"latency\":$up,\"jitter\":0}}"
+            toxi_api POST "proxies/$px/toxics" \
+                "{\"name\":\"lat_down\",\"type\":\"latency\",\"stream\":\"downstream\",\"attributes\":{\"latency\":$down,\"jitter\":0}}"
+        fi
+    done
+    CUR_LAT=$ms
+}
+# rtt_ms PORT: "MEDIAN MIN" time of 30 small GETs on one keep-alive connection (the first,
+# which connects, is dropped), in ms. Other load only adds time, so the minimum is the steadier.
+rtt_ms() {
+    local url="http://127.0.0.1:$1/$S3_BUCKET/bench-calibration"
+    local -a a=()
+    for ((k = 0; k < 31; k++)); do a+=(-o /dev/null -w '%{time_total}\n' "$url"); done
+    curl -s "${a[@]}" | tail -n +2 | sort -g |
+        awk '{ v[NR] = $1 } END { printf "%.2f %.2f", v[int((NR + 1) / 2)] * 1000, v[1] * 1000 }'
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_http() { # URL PID LOG NAME
+    for ((i = 0; i < 300; i++)); do
+        curl -s -o /dev/null "$1" && return 0
+        kill -0 "$2" 2>/dev/null || { tail -n 20 "$3" >&2; die "$4 exited"; }
+        sleep 0.1
+    done
+    die "$4 did not answer on $1 within 30 s"
 }
 
 # --- metadata ----------------------------------------------------------------------------
@@ -231,8 +402,16 @@ META="$WORK/meta.env"
     echo "cold_reps=$COLD_REPS"
     echo "remote=$REMOTE"
     echo "w2_reps=$W2_REPS"
+    echo "w2_latencies=${LATS[*]}"
+    echo "w2_modes=${MODES[*]}"
+    echo "w2_disk=$W2_DISK"
+    echo "manifest_key=${MANIFEST_KEY:-(helper default)}"
+    echo "gocacher=$GOCACHER"
+    [[ "$GOCACHER" == 1 ]] && echo "gocacher_version=$GOCACHER_MOD $(gocacher_version "$GC_BIN")"
     if [[ "$REMOTE" == 1 ]]; then
         echo "moto=$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo unknown)"
+        echo "toxiproxy=$(go version -m "$(command -v toxiproxy-server)" 2>/dev/null |
+            awk '$1 == "mod" { print $2, $3 }' || echo unknown)"
     fi
     echo "build_pkgs=$BUILD_PKGS"
     echo "test_pkgs=$TEST_PKGS"
@@ -241,74 +420,131 @@ META="$WORK/meta.env"
 } >"$META"
 
 WORKLOADS=(build test vet)
+W1_SIDES=(native ours)
+[[ "$GOCACHER" == 1 ]] && W1_SIDES+=(gocacher)
 START_S=$SECONDS
 
 # --- W1 warm-local -----------------------------------------------------------------------
-note "W1: filling both caches (cold, not counted)"
+note "W1: filling every cache (cold, not counted): ${W1_SIDES[*]}"
 for wl in "${WORKLOADS[@]}"; do
-    run_go fill "$wl" native 1
-    run_go fill "$wl" ours 1
+    for side in "${W1_SIDES[@]}"; do run_go fill "$wl" "$side" 1; done
 done
 if ((WARMUP > 0)); then
     note "W1: $WARMUP warm-up run(s) per side (not counted)"
     for ((i = 1; i <= WARMUP; i++)); do
         for wl in "${WORKLOADS[@]}"; do
-            run_go warmup "$wl" native "$i"
-            run_go warmup "$wl" ours "$i"
+            for side in "${W1_SIDES[@]}"; do run_go warmup "$wl" "$side" "$i"; done
         done
     done
 fi
-note "W1: $REPS measured rep(s), alternating native, ours"
+note "W1: $REPS measured rep(s), alternating ${W1_SIDES[*]}"
 for ((i = 1; i <= REPS; i++)); do
     for wl in "${WORKLOADS[@]}"; do
-        run_go warm "$wl" native "$i"
-        run_go warm "$wl" ours "$i"
+        for side in "${W1_SIDES[@]}"; do run_go warm "$wl" "$side" "$i"; done
     done
 done
 
 # --- W3 cold / W2 warm-remote ----------------------------------------------------------
 if [[ "$REMOTE" == 1 ]]; then
-    # A real S3 server (moto) on 127.0.0.1; one bucket, a key prefix per W3 rep.
-    MOTO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    # A real S3 server (moto) on 127.0.0.1, reached only through toxiproxy; one bucket, a key
+    # prefix per W3 rep.
+    MOTO_PORT=$(free_port)
     S3_BUCKET=gobuildcache-bench
     note "starting moto_server on 127.0.0.1:$MOTO_PORT"
     moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/logs/moto.log" 2>&1 &
     MOTO_PID=$!
-    for ((i = 0; i < 300; i++)); do
-        curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/" && break
-        kill -0 "$MOTO_PID" 2>/dev/null || { tail -n 20 "$WORK/logs/moto.log" >&2; die "moto_server exited"; }
-        sleep 0.1
-    done
+    wait_http "http://127.0.0.1:$MOTO_PORT/" "$MOTO_PID" "$WORK/logs/moto.log" moto_server
     code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$MOTO_PORT/$S3_BUCKET") || true
     [[ "$code" == 200 ]] || die "creating bucket $S3_BUCKET on moto_server failed (HTTP $code)"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary 'calibration' \
+        "http://127.0.0.1:$MOTO_PORT/$S3_BUCKET/bench-calibration") || true
+    [[ "$code" == 200 ]] || die "putting the calibration object on moto_server failed (HTTP $code)"
 
-    note "W3: $COLD_REPS cold rep(s) of go build $BUILD_PKGS, empty everything, alternating native, ours+S3"
-    for ((i = 1; i <= COLD_REPS; i++)); do
-        rm -rf "$NATIVE_GOCACHE"
-        run_go cold build native "$i"
-        REMOTE_PREFIX=run-$i
-        run_go cold build s3 "$i"
+    TOXI_API=$(free_port)
+    note "starting toxiproxy-server (API on 127.0.0.1:$TOXI_API)"
+    toxiproxy-server -host 127.0.0.1 -port "$TOXI_API" >"$WORK/logs/toxiproxy.log" 2>&1 &
+    TOXI_PID=$!
+    wait_http "http://127.0.0.1:$TOXI_API/version" "$TOXI_PID" "$WORK/logs/toxiproxy.log" toxiproxy-server
+    PROXY_PORT=$(free_port)
+    toxi_api POST proxies "{\"name\":\"s3\",\"listen\":\"127.0.0.1:$PROXY_PORT\",\"upstream\":\"127.0.0.1:$MOTO_PORT\",\"enabled\":true}"
+    if [[ "$GOCACHER" == 1 ]]; then
+        # go-cacher's own remote: its HTTP cache server, behind the same latency toxics.
+        GOCACHED_PORT=$(free_port)
+        mkdir -p "$WORK/gocached"
+        note "starting gocached on 127.0.0.1:$GOCACHED_PORT"
+        "$GOCACHED_BIN" -cache-dir "$WORK/gocached" -listen "127.0.0.1:$GOCACHED_PORT" >"$WORK/logs/gocached.log" 2>&1 &
+        GOCACHED_PID=$!
+        wait_http "http://127.0.0.1:$GOCACHED_PORT/" "$GOCACHED_PID" "$WORK/logs/gocached.log" gocached
+        GC_PROXY_PORT=$(free_port)
+        toxi_api POST proxies "{\"name\":\"gocached\",\"listen\":\"127.0.0.1:$GC_PROXY_PORT\",\"upstream\":\"127.0.0.1:$GOCACHED_PORT\",\"enabled\":true}"
+        PROXIES+=(gocached)
+    fi
+
+    # Calibration: the round trip of a small GET, direct and through the proxy at each latency.
+    read -r med min <<<"$(rtt_ms "$MOTO_PORT")"
+    printf 'calib_direct_ms=%s\ncalib_direct_min_ms=%s\n' "$med" "$min" >>"$META"
+    calib="direct $med"
+    for l in $(printf '%s\n' 0 "${LATS[@]}" | sort -nu); do
+        set_latency "$l"
+        read -r med min <<<"$(rtt_ms "$PROXY_PORT")"
+        printf 'calib_%s_ms=%s\ncalib_%s_min_ms=%s\n' "$l" "$med" "$l" "$min" >>"$META"
+        calib="$calib, +${l} ms: $med"
     done
-    # The disk remote is filled by one cold run too (informational, like the W1 fill).
-    REMOTE_PREFIX=run-1
-    note "W2: filling the disk remote (one cold run, not counted in W3)"
-    run_go fill-disk build disk 1
-    echo "remote_disk_bytes=$(du -sb "$WORK/remote-disk/run-1" | cut -f1)" >>"$META"
+    set_latency 0
+    CUR_LAT=-
+    note "calibration, median ms per small GET through toxiproxy: $calib"
 
-    # W2: the remotes filled by W3 rep 1 / the disk fill; every rep a brand-new GOCACHE and
-    # -cache-dir. Alternating s3, disk.
-    note "W2: $W2_REPS rep(s) of go build $BUILD_PKGS, fresh local, warm remote, alternating s3, disk"
+    # W3; rep 1's S3 prefix is also W2's warm remote (a normal cold run: it uploads everything
+    # and, with the warm-start feature, publishes the manifest at close). Through the proxy at
+    # 0 ms, like every S3 run.
+    W3_SIDES=(native s3)
+    [[ "$GOCACHER" == 1 ]] && W3_SIDES+=(gocacher)
+    note "W3: $COLD_REPS cold rep(s) of go build $BUILD_PKGS, empty everything, alternating ${W3_SIDES[*]}"
+    for ((i = 1; i <= COLD_REPS; i++)); do
+        for side in "${W3_SIDES[@]}"; do
+            [[ "$side" == native ]] && rm -rf "$NATIVE_GOCACHE"
+            REMOTE_PREFIX=run-$i
+            run_go cold build "$side" "$i"
+        done
+    done
+    CUR_LAT=-
+    REMOTE_PREFIX=run-1
+    if [[ "$W2_DISK" == 1 ]]; then
+        note "W2: filling the disk remote (one cold run, not counted in W3)"
+        run_go fill-disk build disk 1
+        echo "remote_disk_bytes=$(du -sb "$WORK/remote-disk/run-1" | cut -f1)" >>"$META"
+    fi
+    if [[ "$GOCACHER" == 1 ]]; then
+        note "W2: filling gocached (one cold go-cacher run, not counted)"
+        run_go fill-gc build gcremote 1
+        echo "gocached_bytes=$(du -sb "$WORK/gocached" | cut -f1)" >>"$META"
+    fi
+
+    # W2: every rep a brand-new GOCACHE and -cache-dir against the remote filled above;
+    # alternating over latencies (and modes), then the disk remote.
+    note "W2: $W2_REPS rep(s) of go build $BUILD_PKGS, fresh local, warm remote: S3 at +${LATS[*]} ms" \
+        "round trip$([[ ${MODES[*]} != default ]] && echo ", prefetch ${MODES[*]}")$([[ $GOCACHER == 1 ]] && echo ', go-cacher+gocached')$([[ $W2_DISK == 1 ]] && echo ', disk')"
     for ((i = 1; i <= W2_REPS; i++)); do
-        run_go w2 build s3 "$i"
-        run_go w2 build disk "$i"
+        for l in "${LATS[@]}"; do
+            set_latency "$l"
+            for MODE in "${MODES[@]}"; do run_go w2 build s3 "$i"; done
+            MODE=default
+            [[ "$GOCACHER" == 1 ]] && run_go w2 build gcremote "$i"
+        done
+        set_latency 0
+        CUR_LAT=-
+        if [[ "$W2_DISK" == 1 ]]; then
+            for MODE in "${MODES[@]}"; do run_go w2 build disk "$i"; done
+            MODE=default
+        fi
     done
 elif [[ "$COLD" == 1 ]]; then
-    note "W3: $COLD_REPS cold rep(s) of go build $BUILD_PKGS, empty caches, alternating native, ours (local only)"
+    W3_SIDES=(native ours)
+    [[ "$GOCACHER" == 1 ]] && W3_SIDES+=(gocacher)
+    note "W3: $COLD_REPS cold rep(s) of go build $BUILD_PKGS, empty caches, alternating ${W3_SIDES[*]} (local only)"
     for ((i = 1; i <= COLD_REPS; i++)); do
-        rm -rf "$NATIVE_GOCACHE"
-        run_go cold build native "$i"
-        rm -rf "$OURS_GOCACHE" "$OURS_DIR"
-        run_go cold build ours "$i"
+        rm -rf "$NATIVE_GOCACHE" "$OURS_GOCACHE" "$OURS_DIR"
+        for side in "${W3_SIDES[@]}"; do run_go cold build "$side" "$i"; done
     done
 fi
 
