@@ -17,3 +17,5 @@ mod gcs;
 mod moto;
 // The S3 backend through the Backend trait, against moto_server.
 mod s3;
+// Damaged remote objects and local files, helpers killed mid-put, file permissions.
+mod corruption;

@@ -389,6 +389,15 @@ fn create_new(p: &Path) -> io::Result<File> {
     o.open(p)
 }
 
+/// `File::create`, owner-only.
+fn create_truncate(p: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(p)
+}
+
 fn open_lock_file(p: &Path) -> Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true).create(true).truncate(false);

@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{open_lock_file, remove_quietly, LocalTier, Record};
+use super::{create_truncate, open_lock_file, remove_quietly, LocalTier, Record};
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -54,7 +54,7 @@ impl LocalTier {
         }
         report.ran = true;
         let stamp = self.root.join("trim.stamp");
-        File::create(&stamp).with_path("writing", &stamp)?;
+        create_truncate(&stamp).with_path("writing", &stamp)?;
 
         let (live, oldest_start) = self.live_owners(&mut report)?;
         let cutoff = oldest_start

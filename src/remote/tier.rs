@@ -542,14 +542,19 @@ struct FileLock {
 
 impl FileLock {
     fn acquire(path: PathBuf) -> io::Result<FileLock> {
+        // Owner-only, like the cache dir: lock names are ActionIDs.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        let file = o.open(&path)?;
         file.lock()?;
         Ok(FileLock { file, path })
     }
