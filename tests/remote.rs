@@ -413,7 +413,10 @@ pub fn gets_racing_the_prefetch_get_the_right_bodies(store: &dyn Store) {
     // rewrite a downloaded entry's record, or add one).
     let records = local_records(&r.t.path("local-race"));
     assert!(st.remote_downloads <= records, "{records} records: {st:?}");
-    assert!(records <= st.remote_downloads + st.puts, "{records} records: {st:?}");
+    assert!(
+        records <= st.remote_downloads + st.puts,
+        "{records} records: {st:?}"
+    );
     assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app2).unwrap());
     assert_bodies_intact(&r.t.path("local-race"));
 }

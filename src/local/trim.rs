@@ -56,6 +56,10 @@ impl LocalTier {
         let stamp = self.root.join("trim.stamp");
         create_truncate(&stamp).with_path("writing", &stamp)?;
 
+        // Temp files are listed before live owners: a helper registers before it creates
+        // any, so an owner of a listed temp file that is not live afterwards is gone, while
+        // one that registered after our listing of live owners has no temp file here yet.
+        let temps = list_files(&self.root.join("tmp"))?;
         let (live, oldest_start) = self.live_owners(&mut report)?;
         let cutoff = oldest_start
             .unwrap_or_else(SystemTime::now)
@@ -63,7 +67,7 @@ impl LocalTier {
             .unwrap_or(SystemTime::UNIX_EPOCH);
 
         // Temp files of owners that are gone can only be leftovers of a crash.
-        for (path, _) in list_files(&self.root.join("tmp"))? {
+        for (path, _) in temps {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let owner = name.rsplit_once('-').map(|(o, _)| o).unwrap_or(name);
             if !live.contains(owner) {
