@@ -284,7 +284,8 @@ run_go() {
         t1=$(now_ns)
         ;;
     *)
-        read -r -a renv <<<"$(remote_env "$side")"
+        # remote_env prints one line per group of variables: read them all.
+        read -r -a renv <<<"$(remote_env "$side" | tr '\n' ' ')"
         [[ "$side" == disk ]] && mkdir -p "$WORK/remote-disk/$REMOTE_PREFIX"
         mkdir -p "$dir"
         stats="$WORK/stats/$tag.json"
