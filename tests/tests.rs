@@ -17,3 +17,9 @@ mod gcs;
 mod moto;
 // The S3 backend through the Backend trait, against moto_server.
 mod s3;
+// A real TCP fault proxy (toxiproxy) between the helper and a test server (harness).
+mod toxiproxy;
+// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds.
+mod faults;
+// Eight concurrent go commands on one local dir and one bucket, three rounds (figures).
+mod load;
