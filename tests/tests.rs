@@ -19,3 +19,9 @@ mod moto;
 mod s3;
 // Damaged remote objects and local files, helpers killed mid-put, file permissions.
 mod corruption;
+// A real TCP fault proxy (toxiproxy) between the helper and a test server (harness).
+mod toxiproxy;
+// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds.
+mod faults;
+// Eight concurrent go commands on one local dir and one bucket, three rounds (figures).
+mod load;

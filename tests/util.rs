@@ -320,3 +320,45 @@ pub fn http_request(
         .ok_or_else(|| std::io::Error::other("no status line"))?;
     Ok((status, resp[split + 4..].to_vec()))
 }
+
+/// The smallest useful module for fault and load tests: a library with a test and a main
+/// package importing only `os` and `strconv` (a cold build compiles little of the standard
+/// library). `n` varies the module path, the code and the output, so modules built side by
+/// side have distinct actions; [`small_module_output`] is what its binary prints.
+pub fn write_small_module(root: &Path, n: u32) {
+    let files = [
+        ("go.mod".to_string(), format!("module example.com/small{n}\n\ngo 1.22\n")),
+        (
+            "lib/lib.go".to_string(),
+            format!(
+                "package lib\n\n// Sum adds the numbers, times {n}.\nfunc Sum(xs ...int) int {{\n\tt := 0\n\tfor _, x := range xs {{\n\t\tt += x\n\t}}\n\treturn t * {n}\n}}\n"
+            ),
+        ),
+        (
+            "lib/lib_test.go".to_string(),
+            format!(
+                "package lib\n\nimport \"testing\"\n\nfunc TestSum(t *testing.T) {{\n\tif got := Sum(1, 2, 3); got != 6*{n} {{\n\t\tt.Fatal(got)\n\t}}\n}}\n"
+            ),
+        ),
+        (
+            "cmd/app/main.go".to_string(),
+            format!(
+                "package main\n\nimport (\n\t\"os\"\n\t\"strconv\"\n\n\t\"example.com/small{n}/lib\"\n)\n\nfunc main() {{\n\tos.Stdout.WriteString(\"small{n} sum=\" + strconv.Itoa(lib.Sum(1, 2, 3, 4)) + \"\\n\")\n}}\n"
+            ),
+        ),
+    ];
+    for (name, body) in &files {
+        let p = root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        // Old sources, as in write_module: the go command caches everything from the start.
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+}
+
+/// What the binary of [`write_small_module`]`(_, n)` prints.
+pub fn small_module_output(n: u32) -> String {
+    format!("small{n} sum={}\n", 10 * n)
+}

@@ -167,12 +167,43 @@ impl Guarded {
         }
     }
 
+    /// Reports how the body of an object [`Guarded::get`] opened ended. A body that is cut,
+    /// stalls or crawls counts as a failed call, so a store that answers headers but not
+    /// bodies trips the breaker like one that answers nothing.
+    pub fn body_done(&self, res: Result<(), &BackendError>) {
+        match res {
+            Ok(()) => self.breaker.success(),
+            Err(e) => {
+                if self.breaker.failure() {
+                    (self.on_trip)(e);
+                }
+            }
+        }
+    }
+
     async fn call<T, F, Fut>(
         &self,
         what: &str,
         timeout: Duration,
         attempts: u32,
         f: F,
+    ) -> BackendResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = BackendResult<T>>,
+    {
+        self.call_until(what, timeout, attempts, f, |_| true).await
+    }
+
+    /// As `call`; an answer for which `complete` is false is not yet a success for the
+    /// breaker (the caller reports it later, see [`Guarded::body_done`]).
+    async fn call_until<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        attempts: u32,
+        f: F,
+        complete: impl Fn(&T) -> bool,
     ) -> BackendResult<T>
     where
         F: Fn() -> Fut,
@@ -192,7 +223,9 @@ impl Guarded {
             };
             match res {
                 Ok(v) => {
-                    self.breaker.success();
+                    if complete(&v) {
+                        self.breaker.success();
+                    }
                     return Ok(v);
                 }
                 Err(e) => {
@@ -227,8 +260,15 @@ impl Backend for Guarded {
     }
     async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
         let l = &self.limits;
-        self.call("get", l.get_timeout, l.get_attempts, || self.inner.get(key))
-            .await
+        // An opened body is a success only once it has been read (`body_done`).
+        self.call_until(
+            "get",
+            l.get_timeout,
+            l.get_attempts,
+            || self.inner.get(key),
+            |found| found.is_none(),
+        )
+        .await
     }
     async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
         let l = &self.limits;
@@ -400,5 +440,59 @@ mod tests {
         };
         assert!(err.to_string().contains("bucket missing"));
         assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+    }
+
+    /// A store that opens every object: headers fine, the body is up to the caller.
+    struct Opens;
+
+    #[async_trait]
+    impl Backend for Opens {
+        fn name(&self) -> &'static str {
+            "opens"
+        }
+        fn location(&self) -> String {
+            "opens://".into()
+        }
+        async fn check(&self) -> BackendResult<()> {
+            Ok(())
+        }
+        async fn get(&self, _key: &str) -> BackendResult<Option<BodyReader>> {
+            Ok(Some(Box::new(tokio::io::empty())))
+        }
+        async fn put(&self, _: &str, _: &Path, _: u64) -> BackendResult<PutOutcome> {
+            Ok(PutOutcome::Stored)
+        }
+        async fn delete(&self, _: &str) -> BackendResult<()> {
+            Ok(())
+        }
+        async fn list(&self, _: &str) -> BackendResult<Vec<ObjectInfo>> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_that_fail_after_good_headers_trip_the_breaker() {
+        let tripped = Arc::new(AtomicUsize::new(0));
+        let t = Arc::clone(&tripped);
+        let g = Guarded::new(
+            Arc::new(Opens),
+            limits(),
+            Box::new(move |_| {
+                t.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let cut = BackendError::Transient("connection reset mid-body".into());
+        for _ in 0..5 {
+            assert!(g.get("k").await.unwrap().is_some(), "headers are fine");
+            g.body_done(Err(&cut));
+        }
+        assert!(g.breaker.is_open(), "good headers did not reset the count");
+        assert_eq!(tripped.load(Ordering::SeqCst), 1);
+        assert!(g.get("k").await.is_err(), "open: not called");
+
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(g.get("k").await.unwrap().is_some(), "the probe");
+        g.body_done(Ok(()));
+        assert!(!g.breaker.is_open(), "a whole body closes it");
     }
 }

@@ -29,6 +29,10 @@ const UPLOAD_CONCURRENCY: usize = 8;
 /// A body read that makes no progress for this long fails the fetch (a server that stalls
 /// mid-body must not hold a fetch forever).
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body slower than this on average (after a grace as long as a get's header deadline)
+/// fails the fetch: at that rate a remote hit costs more than the compile it saves, and a
+/// trickling link would otherwise stretch a build without limit.
+const MIN_DOWNLOAD_RATE: u64 = 256 * 1024;
 
 pub(crate) struct Upload {
     pub action: ActionId,
@@ -259,7 +263,12 @@ impl RemoteTier {
             Stats::add(missed, 1);
             return Ok(None);
         };
-        let reader = IdleTimeout::new(reader, STALL_TIMEOUT);
+        let mut reader = IdleTimeout::new(reader, STALL_TIMEOUT);
+        if origin == Origin::Get {
+            // Not for the prefetch: its many fetches share the link on purpose, so each one
+            // alone may well be slower than this.
+            reader = reader.with_min_rate(self.backend.limits.get_timeout, MIN_DOWNLOAD_RATE);
+        }
         let local = Arc::clone(&self.local);
         let handle = tokio::runtime::Handle::current();
         // The decoder is synchronous (LZ4 frames); it streams from the network straight into
@@ -290,6 +299,11 @@ impl RemoteTier {
         })
         .await
         .map_err(|e| Failure::Backend(BackendError::Transient(format!("decode task: {e}"))))?;
+        // The breaker hears about the body too: a link that cuts or starves bodies trips it.
+        match &decoded {
+            Err(Failure::Backend(e)) => self.backend.body_done(Err(e)),
+            _ => self.backend.body_done(Ok(())),
+        }
         let entry = decoded?;
         Stats::add(&self.stats.bytes_down, entry.size);
         Stats::add(&self.stats.remote_downloads, 1);
