@@ -30,6 +30,18 @@ const UPLOAD_CONCURRENCY: usize = 8;
 /// mid-body must not hold a fetch forever).
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether `clear` may delete `key`. A prefix ending in `/` (or empty, with `--force`) is a
+/// directory: everything in it. Any other prefix is a string start, which other keys can share
+/// (`gobuildcache` is the start of `gobuildcache-other/x`), so only keys this cache writes,
+/// the prefix and an ActionID in hex, are its.
+fn is_ours(prefix: &str, key: &str) -> bool {
+    match key.strip_prefix(prefix) {
+        None => false,
+        Some(_) if prefix.is_empty() || prefix.ends_with('/') => true,
+        Some(rest) => rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+    }
+}
+
 pub(crate) struct Upload {
     pub action: ActionId,
     pub entry: Entry,
@@ -382,13 +394,13 @@ impl RemoteTier {
             backend: self.backend.name(),
             message: e.to_string(),
         };
-        let objects = self.backend.list(&self.prefix).await.map_err(be)?;
+        let mut objects = self.backend.list(&self.prefix).await.map_err(be)?;
+        objects.retain(|o| is_ours(&self.prefix, &o.key));
         announce(objects.len(), &self.location());
         let sem = Arc::new(Semaphore::new(16));
         let mut tasks = tokio::task::JoinSet::new();
         for o in objects {
-            // Belt and braces: list must only return keys under the prefix.
-            if !o.key.starts_with(&self.prefix) {
+            if !is_ours(&self.prefix, &o.key) {
                 continue;
             }
             let backend = Arc::clone(&self.backend);
