@@ -375,3 +375,60 @@ func TestStatsStructCoversTheLibrarysFields(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileIDsAreRefused: IDs that try path traversal or have the wrong
+// length are refused at every entry point before the library touches a path,
+// and nothing is written.
+func TestHostileIDsAreRefused(t *testing.T) {
+	dir := cacheDir(t)
+	c, err := Open(Config{CacheDir: dir, Stats: Bool(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	body := bytes.Repeat([]byte("b"), 1<<20)
+	file := filepath.Join(t.TempDir(), "body")
+	if err := os.WriteFile(file, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := id("good")
+	for _, bad := range [][]byte{
+		nil, []byte("../../etc/passwd"), []byte("a/b"), []byte("/etc/passwd"),
+		[]byte("..\x00/.."), []byte("ünïcödé/../.."), bytes.Repeat([]byte("a"), 31),
+		bytes.Repeat([]byte("a"), 33), bytes.Repeat([]byte("a"), 64),
+	} {
+		if _, err := c.Get(ctx, bad); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Get(%q): %v", bad, err)
+		}
+		if _, err := c.PutBytes(ctx, bad, outputID(body), body); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("PutBytes action %q: %v", bad, err)
+		}
+		if _, err := c.PutBytes(ctx, good, bad, body); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("PutBytes output %q: %v", bad, err)
+		}
+		// Streamed: refused before the body is read, and Put does not hang on it.
+		if _, err := c.Put(ctx, bad, outputID(body), bytes.NewReader(body)); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Put action %q: %v", bad, err)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Put(ctx, good, bad, f); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Put file output %q: %v", bad, err)
+		}
+		f.Close()
+	}
+	for _, sub := range []string{"v1/a", "v1/o", "v1/tmp"} {
+		err := filepath.Walk(filepath.Join(dir, sub), func(p string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				t.Errorf("a refused put wrote %s", p)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

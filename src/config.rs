@@ -69,7 +69,7 @@ pub struct Config {
 
 /// S3 settings beyond bucket and prefix. Anything unset is left to the AWS SDK's default
 /// chain (environment, profiles, web identity / OIDC, instance metadata).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub access_key_id: Option<Secret>,
@@ -77,6 +77,35 @@ pub struct AwsSettings {
     pub session_token: Option<Secret>,
     pub endpoint_url: Option<String>,
     pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .field("session_token", &self.session_token)
+            .field(
+                "endpoint_url",
+                &self.endpoint_url.as_deref().map(redact_url),
+            )
+            .field("force_path_style", &self.force_path_style)
+            .finish()
+    }
+}
+
+/// An endpoint URL fit for messages: without the user info, query and fragment, where
+/// credentials sit (`https://key:secret@host`, a pre-signed `?X-Amz-Signature=…`).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}{host}{path}")
 }
 
 /// A credential: usable, never printed.
@@ -703,6 +732,26 @@ mod tests {
             e.contains("SECRET_ACCESS_KEY") && !e.contains("only-half"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn endpoint_credentials_never_printed() {
+        let c = build(
+            &[(
+                "GOBUILDCACHE_AWS_ENDPOINT_URL_S3",
+                "https://key:pw-secret@s3.example:9000/base?X-Amz-Signature=sig-secret#frag",
+            )],
+            &[],
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("https://s3.example:9000/base"), "{dbg}");
+        assert!(
+            !dbg.contains("pw-secret") && !dbg.contains("sig-secret") && !dbg.contains("frag"),
+            "{dbg}"
+        );
+        assert_eq!(redact_url("h:1/p?q"), "h:1/p");
+        assert_eq!(redact_url("http://u@h"), "http://h");
     }
 
     #[test]

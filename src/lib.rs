@@ -71,11 +71,15 @@ pub fn init_logging(debug: bool) {
     } else {
         LevelFilter::ERROR
     };
+    // The SDK's request-level debug lines dump request properties, the access key ID among
+    // them: never below INFO.
+    let sdk = quiet.min(LevelFilter::INFO);
     let filter = Targets::new()
         .with_default(level)
         .with_target("gcp_auth", quiet)
         .with_target("aws_config", quiet)
-        .with_target("aws_smithy_runtime", quiet)
+        .with_target("aws_runtime", quiet)
+        .with_target("aws_smithy_runtime", sdk)
         .with_target("aws_sdk_s3", quiet)
         .with_target("hyper_util", quiet)
         .with_target("reqwest", quiet);

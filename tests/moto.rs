@@ -26,7 +26,7 @@ const HOW: &str = "moto_server is not on PATH: run `bash scripts/test-servers.sh
 pub struct Moto {
     child: Option<Child>,
     port: u16,
-    auth: bool,
+    auth: Option<u32>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -53,17 +53,23 @@ where
 impl Moto {
     /// Starts a server that accepts any credentials, and waits (bounded) until it answers.
     pub fn start() -> Moto {
-        Moto::launch(false)
+        Moto::launch(None)
     }
 
     /// Starts a server that checks credentials against its own (empty) IAM, so every request,
     /// whatever its keys, is refused with 403. For "bad credentials" tests; buckets cannot be
     /// created on it.
     pub fn start_with_auth() -> Moto {
-        Moto::launch(true)
+        Moto::launch(Some(0))
     }
 
-    fn launch(auth: bool) -> Moto {
+    /// As [`Moto::start_with_auth`], after `n` unchecked calls in which to create a bucket and
+    /// an IAM user with keys (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub fn start_with_auth_after(n: u32) -> Moto {
+        Moto::launch(Some(n))
+    }
+
+    fn launch(auth: Option<u32>) -> Moto {
         let dir = tempfile::Builder::new()
             .prefix("gbc-moto-")
             .tempdir()
@@ -101,8 +107,8 @@ impl Moto {
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_PROFILE");
-        if self.auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        if let Some(n) = self.auth {
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
         }
         let child = match cmd.spawn() {
             Ok(c) => c,

@@ -230,7 +230,14 @@ pub fn read_only_leaves_the_store_unchanged(store: &dyn Store) {
         after,
         before.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
     );
+    assert!(
+        s.misses > 0,
+        "the build had misses it could have uploaded: {s:?}"
+    );
     assert_eq!(store.read(k0), bad);
+    for (k, d) in &before[1..] {
+        assert!(store.read(k) == *d, "read-only changed {k}");
+    }
 }
 
 /// clear-remote deletes its prefix and nothing else; an empty prefix needs --force.
@@ -240,6 +247,11 @@ pub fn clear_remote_deletes_only_its_prefix(store: &dyn Store, prefix_flag: Opti
     go1.ok(&["build", "./mathx"]);
     let foreign = "other-team/keep-me";
     store.write(foreign, b"not ours");
+    // Keys that share the prefix's first characters but are not under it.
+    let neighbours = ["gobuildcache-other/x", "gobuildcacheX", "gobuildcache.bak"];
+    for k in neighbours {
+        store.write(k, b"not ours either");
+    }
     let n = object_keys(store).len();
     assert!(n > 0);
     let run = |args: &[&str]| {
@@ -263,9 +275,32 @@ pub fn clear_remote_deletes_only_its_prefix(store: &dyn Store, prefix_flag: Opti
     assert!(text.contains(&format!("deleting {n} objects")), "{text}");
     assert!(text.contains(&format!("deleted {n} objects")), "{text}");
     assert!(object_keys(store).is_empty());
-    assert!(store.keys().contains(&foreign.to_string()));
+    let survivors = |want: &[&str]| {
+        let keys = store.keys();
+        for k in want {
+            assert!(keys.contains(&k.to_string()), "{k} was deleted: {keys:?}");
+        }
+    };
+    survivors(&[foreign]);
+    survivors(&neighbours);
 
     if let Some(flag) = prefix_flag {
+        // A prefix without a slash is a string start: only the keys a helper with that prefix
+        // writes (prefix + ActionID hex) are its, not every key that starts the same way.
+        let own = format!("gobuildcache{}", "ab".repeat(32));
+        store.write(&own, b"written with -prefix gobuildcache");
+        let out = run(&[flag, "gobuildcache"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("deleted 1 objects"), "{text}");
+        assert!(!store.keys().contains(&own));
+        survivors(&[foreign]);
+        survivors(&neighbours);
+
         let out = run(&[flag, ""]);
         assert!(!out.status.success(), "an empty prefix is refused");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));

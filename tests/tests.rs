@@ -3,6 +3,14 @@
 
 mod util;
 
+// Hostile protocol input: a seeded generator and its checks (shared with examples/fuzz_protocol.rs).
+mod hostile;
+// Protocol robustness: hostile input through the server loop and the binary.
+mod robust;
+
+// Security: hostile IDs at each entry point, secrets never printed, credential chains.
+mod security;
+
 // Flags, environment and subcommands of the binary.
 mod cli;
 // Real `go build` / `go test` / `go vet` with GOCACHEPROG pointing at us.

@@ -362,3 +362,27 @@ pub fn write_small_module(root: &Path, n: u32) {
 pub fn small_module_output(n: u32) -> String {
     format!("small{n} sum={}\n", 10 * n)
 }
+
+/// Runs our binary with `args` and only `env` (plus PATH), feeding `input` on stdin from a
+/// thread (the helper answers while we write); bounded.
+pub fn run_helper(args: &[&str], env: &[(String, String)], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("starting gobuildcache");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_bounded(child, Duration::from_secs(120), "gobuildcache");
+    writer.join().unwrap();
+    out
+}

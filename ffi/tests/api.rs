@@ -333,6 +333,55 @@ fn bad_ids_buffers_and_pointers_are_rejected() {
     assert_eq!(gbc_cache_close(ptr::null_mut()), gbc_result::Ok);
 }
 
+/// IDs that try path traversal or have the wrong length are refused at every entry point that
+/// takes one, before anything touches a path; nothing is written.
+#[test]
+fn hostile_ids_are_refused_before_touching_a_path() {
+    let c = open();
+    let src = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(src.path(), b"x").unwrap();
+    let src_path = CString::new(src.path().to_str().unwrap()).unwrap();
+    let good = [1u8; 32];
+    let out = sha(b"x");
+    let mut e = std::mem::MaybeUninit::<gbc_entry>::uninit();
+    let hostile: &[&[u8]] = &[
+        b"../../etc/passwd",
+        b"a/b",
+        b"/etc/passwd",
+        b"..\0/..",
+        "ünïcödé/../..".as_bytes(),
+        &[b'a'; 31],
+        &[b'a'; 33],
+        &[b'a'; 64],
+    ];
+    for bad in hostile {
+        let ids: [(&[u8], &[u8]); 2] = [(bad, &out), (&good, bad)];
+        for (a, o) in ids {
+            let (pa, la, po, lo) = (a.as_ptr(), a.len(), o.as_ptr(), o.len());
+            let p = e.as_mut_ptr();
+            let (r, w) = pipe();
+            drop(w);
+            for got in [
+                gbc_cache_put_bytes(c.ptr, pa, la, po, lo, b"x".as_ptr(), 1, p),
+                gbc_cache_put_file(c.ptr, pa, la, po, lo, src_path.as_ptr(), p),
+                gbc_cache_put_fd(c.ptr, pa, la, po, lo, r.as_raw_fd(), 1, p),
+            ] {
+                assert_eq!(got, gbc_result::InvalidId, "{a:?} {o:?}");
+                assert!(last_error().contains("32 bytes"), "{}", last_error());
+            }
+        }
+        assert_eq!(
+            gbc_cache_get(c.ptr, bad.as_ptr(), bad.len(), e.as_mut_ptr()),
+            gbc_result::InvalidId
+        );
+    }
+    for sub in ["v1/a", "v1/o", "v1/tmp"] {
+        let d = c._dir.path().join(sub);
+        let n = std::fs::read_dir(&d).map_or(0, |r| r.count());
+        assert_eq!(n, 0, "{} is not empty", d.display());
+    }
+}
+
 #[test]
 fn last_error_is_cut_safely_and_per_thread() {
     let mut out = ptr::null_mut();

@@ -73,6 +73,17 @@ impl S3Backend {
             ),
         };
         let mut secrets = Vec::new();
+        if let Some(url) = &aws.endpoint_url {
+            // The SDK refuses a query (and quotes the URL in every error); a pre-signed URL's
+            // query is a credential, so refuse it here without quoting it.
+            if url.contains(['?', '#']) {
+                return Err(Error::Config(format!(
+                    "the S3 endpoint URL (GOBUILDCACHE_AWS_ENDPOINT_URL_S3) must not have a query \
+                     or fragment; give scheme, host and port only, e.g. {}",
+                    crate::config::redact_url(url)
+                )));
+            }
+        }
         match (&aws.access_key_id, &aws.secret_access_key) {
             (Some(id), Some(secret)) => {
                 let token = aws.session_token.as_ref().map(|t| t.expose().to_string());
@@ -129,12 +140,13 @@ impl S3Backend {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(url) = &aws.endpoint_url {
-            b = b.endpoint_url(url);
+            // S3 does not use user info, and the SDK would log and quote it: it never gets it.
+            b = b.endpoint_url(crate::config::redact_url(url));
         }
         Ok(S3Backend {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
-            endpoint: aws.endpoint_url.as_deref().map(without_userinfo),
+            endpoint: aws.endpoint_url.as_deref().map(crate::config::redact_url),
             put_attempt_timeout: PUT_ATTEMPT_TIMEOUT,
             list_page_size: 1000,
             no_conditional_put: AtomicBool::new(false),
@@ -299,18 +311,6 @@ fn validate_bucket(bucket: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Endpoint for display: `http://user:pass@host` loses its user info.
-fn without_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
 fn status<E>(err: &SdkError<E>) -> Option<u16> {
     err.raw_response().map(|r| r.status().as_u16())
 }
@@ -323,6 +323,13 @@ where
 {
     match err {
         SdkError::TimeoutError(_) => (true, format!("timed out: {}", chain(err))),
+        SdkError::DispatchFailure(_) if no_credentials(err) => (
+            false,
+            "no AWS credentials found: set GOBUILDCACHE_AWS_ACCESS_KEY_ID and \
+             GOBUILDCACHE_AWS_SECRET_ACCESS_KEY, or use the SDK's default chain (AWS_PROFILE, \
+             web identity / OIDC, an instance or container role)"
+                .into(),
+        ),
         SdkError::DispatchFailure(d) => {
             let transient = !d.is_user();
             let what = if d.is_timeout() {
@@ -395,6 +402,24 @@ where
         }
         _ => (true, "unexpected SDK error".into()),
     }
+}
+
+/// Whether the SDK's credential chain found nothing (or a broken profile): that will not fix
+/// itself during a build. Its own message lists every provider it tried, over many lines.
+fn no_credentials(err: &dyn std::error::Error) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return matches!(
+                c,
+                CredentialsError::CredentialsNotLoaded(_)
+                    | CredentialsError::InvalidConfiguration(_)
+            );
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn hint(bucket_op: bool, status: u16) -> Option<&'static str> {
@@ -807,8 +832,13 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(without_userinfo("https://a:b@h:1/p"), "https://h:1/p");
-        assert_eq!(without_userinfo("http://h"), "http://h");
+        use crate::config::redact_url;
+        assert_eq!(redact_url("https://a:b@h:1/p"), "https://h:1/p");
+        assert_eq!(
+            redact_url("https://h:1/p?X-Amz-Signature=s"),
+            "https://h:1/p"
+        );
+        assert_eq!(redact_url("http://h"), "http://h");
         let long = "x".repeat(1000);
         assert!(truncate(&long).chars().count() <= MAX_MESSAGE + 1);
         assert_eq!(truncate("short"), "short");

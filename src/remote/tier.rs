@@ -34,6 +34,18 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// trickling link would otherwise stretch a build without limit.
 const MIN_DOWNLOAD_RATE: u64 = 256 * 1024;
 
+/// Whether `clear` may delete `key`. A prefix ending in `/` (or empty, with `--force`) is a
+/// directory: everything in it. Any other prefix is a string start, which other keys can share
+/// (`gobuildcache` is the start of `gobuildcache-other/x`), so only keys this cache writes,
+/// the prefix and an ActionID in hex, are its.
+fn is_ours(prefix: &str, key: &str) -> bool {
+    match key.strip_prefix(prefix) {
+        None => false,
+        Some(_) if prefix.is_empty() || prefix.ends_with('/') => true,
+        Some(rest) => rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+    }
+}
+
 pub(crate) struct Upload {
     pub action: ActionId,
     pub entry: Entry,
@@ -467,13 +479,13 @@ impl RemoteTier {
             backend: self.backend.name(),
             message: e.to_string(),
         };
-        let objects = self.backend.list(&self.prefix).await.map_err(be)?;
+        let mut objects = self.backend.list(&self.prefix).await.map_err(be)?;
+        objects.retain(|o| is_ours(&self.prefix, &o.key));
         announce(objects.len(), &self.location());
         let sem = Arc::new(Semaphore::new(16));
         let mut tasks = tokio::task::JoinSet::new();
         for o in objects {
-            // Belt and braces: list must only return keys under the prefix.
-            if !o.key.starts_with(&self.prefix) {
+            if !is_ours(&self.prefix, &o.key) {
                 continue;
             }
             let backend = Arc::clone(&self.backend);
