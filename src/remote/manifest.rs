@@ -158,6 +158,22 @@ pub fn dir_key(prefix: &str, name: &str) -> String {
     format!("{prefix}manifests/{slug}/")
 }
 
+/// Whether `rest` (a key with the prefix taken off) has the shape [`dir_key`] and
+/// [`object_key`] give manifests, so `clear-remote` under a prefix without a slash can tell
+/// our manifests from other people's objects.
+pub fn is_manifest_key(rest: &str) -> bool {
+    let mut parts = rest.split('/');
+    let (Some("manifests"), Some(slug), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let slug_ok = slug.rsplit_once('-').is_some_and(|(_, h)| hex(h, 12));
+    let name_ok = name.split_once('-').is_some_and(|(t, r)| hex(t, 16) && hex(r, 8));
+    slug_ok && name_ok
+}
+
 /// A new object name in `dir`: sorts after every earlier one (by time), unique across hosts.
 pub fn object_key(dir: &str, now: std::time::SystemTime) -> String {
     let micros = now
@@ -334,6 +350,10 @@ mod tests {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
         let later = t + std::time::Duration::from_micros(1);
         assert!(object_key(&d, t) < object_key(&d, later));
+        let k = object_key(&dir_key("p", "main"), t);
+        assert!(is_manifest_key(k.strip_prefix("p").unwrap()), "{k}");
+        assert!(!is_manifest_key("manifests/x/y"));
+        assert!(!is_manifest_key("-other/manifests/a-0123456789ab/0000000000000001-00000000/z"));
     }
 
     #[test]

@@ -42,7 +42,10 @@ fn is_ours(prefix: &str, key: &str) -> bool {
     match key.strip_prefix(prefix) {
         None => false,
         Some(_) if prefix.is_empty() || prefix.ends_with('/') => true,
-        Some(rest) => rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()),
+        Some(rest) => {
+            (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+                || super::manifest::is_manifest_key(rest)
+        }
     }
 }
 
