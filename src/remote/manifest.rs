@@ -170,7 +170,9 @@ pub fn is_manifest_key(rest: &str) -> bool {
     };
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let slug_ok = slug.rsplit_once('-').is_some_and(|(_, h)| hex(h, 12));
-    let name_ok = name.split_once('-').is_some_and(|(t, r)| hex(t, 16) && hex(r, 8));
+    let name_ok = name
+        .split_once('-')
+        .is_some_and(|(t, r)| hex(t, 16) && hex(r, 8));
     slug_ok && name_ok
 }
 
@@ -353,7 +355,9 @@ mod tests {
         let k = object_key(&dir_key("p", "main"), t);
         assert!(is_manifest_key(k.strip_prefix("p").unwrap()), "{k}");
         assert!(!is_manifest_key("manifests/x/y"));
-        assert!(!is_manifest_key("-other/manifests/a-0123456789ab/0000000000000001-00000000/z"));
+        assert!(!is_manifest_key(
+            "-other/manifests/a-0123456789ab/0000000000000001-00000000/z"
+        ));
     }
 
     #[test]
