@@ -172,7 +172,8 @@ fn fill_and_damage(store: &dyn Store) -> Damaged {
     let pristine: BTreeMap<String, Vec<u8>> = store
         .keys()
         .into_iter()
-        .filter(|k| k.starts_with("gobuildcache/"))
+        // Warm-start manifests are not cache objects (their damage is tested in remote.rs).
+        .filter(|k| k.starts_with("gobuildcache/") && !k.contains("/manifests/"))
         .map(|k| (k.clone(), store.read(&k)))
         .collect();
     let keys: Vec<&String> = pristine.keys().collect();
@@ -219,6 +220,9 @@ impl Damaged {
     ) -> (gobuildcache::StatsSnapshot, BTreeSet<String>) {
         let mut extra = extra.to_vec();
         extra.push(("GOBUILDCACHE_DEBUG", "true"));
+        // Only the go command's own gets: the counts below are per get asked for. (The
+        // prefetch meets damaged objects in remote.rs's damaged_objects_are_rebuilt.)
+        extra.push(("GOBUILDCACHE_PREFETCH", "false"));
         let (go, s) = self.run.fresh(store, name, &extra);
         let app = self.run.t.path(&format!("app-{name}"));
         let out = go.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
@@ -316,7 +320,7 @@ fn every_kind_of_damage_is_a_miss_then_replaced(store: &dyn Store, read_only_fir
         let keys: BTreeSet<String> = store
             .keys()
             .into_iter()
-            .filter(|k| k.starts_with("gobuildcache/"))
+            .filter(|k| k.starts_with("gobuildcache/") && !k.contains("/manifests/"))
             .collect();
         assert_eq!(keys, d.pristine.keys().cloned().collect());
     }
@@ -342,7 +346,9 @@ fn every_kind_of_damage_is_a_miss_then_replaced(store: &dyn Store, read_only_fir
         "./cmd/app",
     ]);
     let st = stats(&s);
-    assert_eq!(st.remote_corrupt, 0, "{st:?}");
+    // Its prefetch may still meet the damaged objects no build asked for (and removes them).
+    let never_asked = (d.damaged.len() - asked.len()) as u64;
+    assert!(st.remote_corrupt <= never_asked, "{never_asked}: {st:?}");
     assert_warm(&st, 1);
 }
 

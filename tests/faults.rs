@@ -266,7 +266,8 @@ impl Rig {
                 })
                 .collect(),
         };
-        for (key, data) in &objects {
+        // Warm-start manifests are not cache objects.
+        for (key, data) in objects.iter().filter(|(k, _)| !k.contains("/manifests/")) {
             let mut body = Vec::new();
             let h = object::decode(&data[..], &mut body)
                 .unwrap_or_else(|e| panic!("stored object {key} is damaged: {e}"));
