@@ -577,15 +577,20 @@ fn local_damage_under_a_running_helper_is_a_miss() {
     assert_eq!(assert_bodies_intact(&dir), 10);
 }
 
-/// Gets every action that has a record through the library: each hit must be the body its
-/// OutputID names. Returns the hits and how many entries were dropped as damaged.
-fn every_hit_is_intact(dir: &Path) -> (usize, u64) {
+/// The local dir through the library, without the stats summary.
+fn open_quiet(dir: &Path) -> Cache {
     let config = Config::builder()
         .flag("cache-dir", dir.to_str().unwrap())
         .flag("stats", "false")
         .build()
         .unwrap();
-    let cache = Cache::open(config).unwrap();
+    Cache::open(config).unwrap()
+}
+
+/// Gets every action that has a record through the library: each hit must be the body its
+/// OutputID names. Returns the hits and how many entries were dropped as damaged.
+fn every_hit_is_intact(dir: &Path) -> (usize, u64) {
+    let cache = open_quiet(dir);
     let mut hits = 0;
     for rec in files_under(&dir.join("v1/a")) {
         let name = rec.file_name().unwrap().to_str().unwrap();
@@ -709,12 +714,7 @@ fn crash_action(k: usize) -> [u8; 32] {
 /// nothing is torn (a SIGKILL cannot tear what is written to a temp file and renamed).
 /// Returns the number of hits.
 fn verify_after_crash(dir: &Path, bodies: &[Vec<u8>], ids: &[OutputId], what: &str) -> usize {
-    let config = Config::builder()
-        .flag("cache-dir", dir.to_str().unwrap())
-        .flag("stats", "false")
-        .build()
-        .unwrap();
-    let cache = Cache::open(config).unwrap();
+    let cache = open_quiet(dir);
     let mut hits = 0;
     for k in 0..CRASH_ACTIONS {
         let action = ActionId::from_bytes(&crash_action(k)).unwrap();

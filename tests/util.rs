@@ -76,15 +76,19 @@ pub fn write_module(root: &Path) {
         ),
     ];
     for (name, body) in files {
-        let p = root.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, body).unwrap();
-        // The go command does not index (so does not cache) files modified in the last few
-        // seconds; old sources make a first build fill the cache completely.
-        let f = std::fs::File::options().write(true).open(&p).unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
-            .unwrap();
+        write_old_file(&root.join(name), body);
     }
+}
+
+/// Writes a source file dated an hour ago: the go command does not index (so does not
+/// cache) files modified in the last few seconds; old sources make a first build fill the
+/// cache completely.
+fn write_old_file(p: &Path, body: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
 }
 
 /// A warm build's gets are all hits, except `expected` lookups the go command never stores
@@ -348,13 +352,7 @@ pub fn write_small_module(root: &Path, n: u32) {
         ),
     ];
     for (name, body) in &files {
-        let p = root.join(name);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, body).unwrap();
-        // Old sources, as in write_module: the go command caches everything from the start.
-        let f = std::fs::File::options().write(true).open(&p).unwrap();
-        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
-            .unwrap();
+        write_old_file(&root.join(name), body);
     }
 }
 
