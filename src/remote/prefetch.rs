@@ -18,8 +18,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::idle::IdleTimeout;
 use super::manifest::{self, Manifest, Names};
-use super::tier::{Origin, RemoteTier};
-use super::{Backend, ObjectInfo};
+use super::tier::{Origin, RemoteTier, UploadError};
+use super::{Backend, BackendError, ObjectInfo};
 use crate::ids::ActionId;
 use crate::local::Lookup;
 use crate::stats::Stats;
@@ -180,6 +180,10 @@ impl Prefetch {
                         chosen = Some((i, objs));
                     }
                 }
+                // Already reported when the remote became unavailable.
+                Err(BackendError::Unavailable(why)) => {
+                    tracing::debug!("listing manifest {}: {why}", names[i]);
+                }
                 Err(e) => {
                     self.stats().warn_once(
                         "manifest",
@@ -229,6 +233,10 @@ impl Prefetch {
             Ok(Some(r)) => r,
             // Pruned by another publisher since we listed it.
             Ok(None) => return None,
+            Err(BackendError::Unavailable(why)) => {
+                tracing::debug!("reading manifest {}: {why}", o.key);
+                return None;
+            }
             Err(e) => return warn(e.to_string()),
         };
         // The listed size can be stale: never read more than the cap.
@@ -276,6 +284,11 @@ impl Prefetch {
             Ok(()) => {
                 Stats::add(&self.stats().manifest_published, next.len() as u64);
                 tracing::debug!(key, entries = next.len(), "manifest published");
+            }
+            // Already reported when the remote became unavailable.
+            Err(UploadError::Unavailable(why)) => {
+                tracing::debug!("publishing manifest {key}: {why}");
+                return;
             }
             Err(e) => {
                 self.stats()

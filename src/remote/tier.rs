@@ -424,7 +424,11 @@ impl RemoteTier {
     }
 
     /// Stores a small object (a manifest) under `key`, if absent.
-    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> std::result::Result<(), String> {
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+    ) -> std::result::Result<(), UploadError> {
         self.ready().await;
         let local = Arc::clone(&self.local);
         let (tmp, size) = tokio::task::spawn_blocking(move || -> io::Result<_> {
@@ -435,15 +439,18 @@ impl RemoteTier {
             Ok((guard, data.len() as u64))
         })
         .await
-        .map_err(|e| format!("write task: {e}"))?
-        .map_err(|e| format!("writing a temp file: {e}"))?;
+        .map_err(|e| UploadError::Failed(format!("write task: {e}")))?
+        .map_err(|e| UploadError::Failed(format!("writing a temp file: {e}")))?;
         match self.backend.put(key, &tmp.0, size).await {
             Ok(PutOutcome::Stored) => {
                 Stats::add(&self.stats.bytes_up, size);
                 Ok(())
             }
-            Ok(PutOutcome::AlreadyExists) => Err("an object with that name exists".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(PutOutcome::AlreadyExists) => Err(UploadError::Failed(
+                "an object with that name exists".into(),
+            )),
+            Err(BackendError::Unavailable(m)) => Err(UploadError::Unavailable(m)),
+            Err(e) => Err(UploadError::Failed(e.to_string())),
         }
     }
 
@@ -535,7 +542,7 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
     }
 }
 
-enum UploadError {
+pub(crate) enum UploadError {
     Unavailable(String),
     Failed(String),
 }
