@@ -257,12 +257,27 @@ type Stats struct {
 	UploadsDropped uint64 `json:"uploads_dropped"`
 	UploadsSkipped uint64 `json:"uploads_skipped"`
 	// UploadsNotDone counts uploads still pending at close's deadline.
-	UploadsNotDone       uint64    `json:"uploads_not_done"`
-	UploadQueueHighWater uint64    `json:"upload_queue_high_water"`
-	BreakerTrips         uint64    `json:"breaker_trips"`
-	GetLatency           Quantiles `json:"get_latency"`
-	PutLatency           Quantiles `json:"put_latency"`
-	PeakRSSBytes         uint64    `json:"peak_rss_bytes"`
+	UploadsNotDone       uint64 `json:"uploads_not_done"`
+	UploadQueueHighWater uint64 `json:"upload_queue_high_water"`
+	BreakerTrips         uint64 `json:"breaker_trips"`
+	// RemoteDownloads counts objects fetched into the local tier (gets and
+	// the warm-start prefetch).
+	RemoteDownloads uint64 `json:"remote_downloads"`
+	// Warm start: entries in the manifest found at start-up, manifests
+	// rejected as damaged or oversized, entries this run published.
+	ManifestEntries   uint64 `json:"manifest_entries"`
+	ManifestRejected  uint64 `json:"manifest_rejected"`
+	ManifestPublished uint64 `json:"manifest_published"`
+	// Prefetch: entries fetched, already local, gone from the remote; remote
+	// hits that waited for a prefetch (joined) or found it done (hits).
+	PrefetchFetched uint64    `json:"prefetch_fetched"`
+	PrefetchLocal   uint64    `json:"prefetch_local"`
+	PrefetchMissing uint64    `json:"prefetch_missing"`
+	PrefetchJoined  uint64    `json:"prefetch_joined"`
+	PrefetchHits    uint64    `json:"prefetch_hits"`
+	GetLatency      Quantiles `json:"get_latency"`
+	PutLatency      Quantiles `json:"put_latency"`
+	PeakRSSBytes    uint64    `json:"peak_rss_bytes"`
 }
 
 // Quantiles are latencies in microseconds.
