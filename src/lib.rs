@@ -31,6 +31,7 @@ pub mod protocol;
 pub mod remote;
 pub mod server;
 mod stats;
+pub use stats::peak_rss_bytes;
 
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -183,8 +183,9 @@ impl Stats {
     }
 }
 
-/// VmHWM from /proc: the high-water mark of resident memory.
-fn peak_rss_bytes() -> u64 {
+/// VmHWM from /proc: the high-water mark of this process's resident memory, in bytes; 0
+/// where /proc is missing.
+pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

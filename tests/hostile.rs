@@ -776,12 +776,5 @@ pub fn open_cache(dir: &Path) -> Cache {
 
 /// Peak resident memory of this process (VmHWM), in bytes; 0 where /proc is missing.
 pub fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    gobuildcache::peak_rss_bytes()
 }
