@@ -270,14 +270,18 @@ type Stats struct {
 	ManifestPublished uint64 `json:"manifest_published"`
 	// Prefetch: entries fetched, already local, gone from the remote; remote
 	// hits that waited for a prefetch (joined) or found it done (hits).
-	PrefetchFetched uint64    `json:"prefetch_fetched"`
-	PrefetchLocal   uint64    `json:"prefetch_local"`
-	PrefetchMissing uint64    `json:"prefetch_missing"`
-	PrefetchJoined  uint64    `json:"prefetch_joined"`
-	PrefetchHits    uint64    `json:"prefetch_hits"`
-	GetLatency      Quantiles `json:"get_latency"`
-	PutLatency      Quantiles `json:"put_latency"`
-	PeakRSSBytes    uint64    `json:"peak_rss_bytes"`
+	PrefetchFetched uint64 `json:"prefetch_fetched"`
+	PrefetchLocal   uint64 `json:"prefetch_local"`
+	PrefetchMissing uint64 `json:"prefetch_missing"`
+	PrefetchJoined  uint64 `json:"prefetch_joined"`
+	PrefetchHits    uint64 `json:"prefetch_hits"`
+	// Pack: prefetched entries that came in the warm-start pack (one
+	// streamed object), and entries in the pack this run published.
+	PackEntries   uint64    `json:"pack_entries"`
+	PackPublished uint64    `json:"pack_published"`
+	GetLatency    Quantiles `json:"get_latency"`
+	PutLatency    Quantiles `json:"put_latency"`
+	PeakRSSBytes  uint64    `json:"peak_rss_bytes"`
 }
 
 // Quantiles are latencies in microseconds.

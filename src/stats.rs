@@ -43,6 +43,8 @@ pub(crate) struct Stats {
     pub prefetch_missing: AtomicU64,
     pub prefetch_joined: AtomicU64,
     pub prefetch_hits: AtomicU64,
+    pub pack_entries: AtomicU64,
+    pub pack_published: AtomicU64,
     pub get_latency: Histogram,
     pub put_latency: Histogram,
     warned: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -105,6 +107,11 @@ pub struct StatsSnapshot {
     /// Remote hits the prefetch had already stored locally when the go command asked: no
     /// wait at all. `remote_hits - prefetch_hits` gets waited for the network.
     pub prefetch_hits: u64,
+    /// Prefetched entries that came in the warm-start pack (one streamed object) rather
+    /// than one by one. Counted in `prefetch_fetched` too.
+    pub pack_entries: u64,
+    /// Entries in the pack this run published (0: none published).
+    pub pack_published: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
     /// Peak resident memory of this process so far (Linux; 0 elsewhere).
@@ -124,6 +131,10 @@ pub struct Quantiles {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
     }
 
     /// Logs the first problem of each kind as a warning; the rest only under `-debug`. The
@@ -176,6 +187,8 @@ impl Stats {
             prefetch_missing: g(&self.prefetch_missing),
             prefetch_joined: g(&self.prefetch_joined),
             prefetch_hits: g(&self.prefetch_hits),
+            pack_entries: g(&self.pack_entries),
+            pack_published: g(&self.pack_published),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
@@ -265,6 +278,12 @@ impl StatsSnapshot {
             );
             if self.manifest_rejected > 0 {
                 s += &format!(", {} manifests rejected", self.manifest_rejected);
+            }
+            if self.pack_entries + self.pack_published > 0 {
+                s += &format!(
+                    "; pack: {} entries in, {} published",
+                    self.pack_entries, self.pack_published
+                );
             }
         }
         for (name, q) in [("get", &self.get_latency), ("put", &self.put_latency)] {

@@ -532,6 +532,114 @@ pub fn concurrent_publishers_are_merged(store: &dyn Store) {
     assert_eq!(stats(&sc).manifest_entries, union.len() as u64);
 }
 
+fn pack_keys(store: &dyn Store) -> Vec<String> {
+    store
+        .keys()
+        .into_iter()
+        .filter(|k| gobuildcache::remote::pack::is_pack(k))
+        .collect()
+}
+
+/// Warm-start packs: a cold run publishes none; a run that had to download its entries one
+/// by one publishes one; then two concurrent prefetches into one fresh dir take the entries
+/// from it, each exactly once between them, and the build that follows is all local.
+pub fn packs_carry_the_warm_start(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, s1) = r.fresh(store, "fill", &[]);
+    let app1 = r.t.path("app1");
+    go1.ok(&["build", "-o", app1.to_str().unwrap(), "./cmd/app"]);
+    go1.ok(&["test", "./..."]);
+    let st = stats(&s1);
+    assert_eq!(st.pack_published, 0, "a cold run pays for no pack: {st:?}");
+    assert!(pack_keys(store).is_empty());
+
+    let (go2, s2) = r.fresh(store, "one-by-one", &[]);
+    go2.ok(&["build", "./cmd/app"]);
+    let st = stats(&s2);
+    assert_eq!(st.pack_entries, 0, "{st:?}");
+    assert!(st.pack_published > 0, "{st:?}");
+    // The next helper on that dir finds everything local: nothing to pack.
+    go2.ok(&["test", "./..."]);
+    assert_eq!(stats(&s2).pack_published, 0);
+    let packs = pack_keys(store);
+    assert_eq!(packs.len(), 1, "{:?}", store.keys());
+
+    let (pa, pb) = (r.t.path("pa.json"), r.t.path("pb.json"));
+    let a = start_prefetch(&r, store, "local-shared", &pa);
+    let b = start_prefetch(&r, store, "local-shared", &pb);
+    finish(a, "prefetch a");
+    finish(b, "prefetch b");
+    let (sa, sb) = (stats(&pa), stats(&pb));
+    let entries = sa.manifest_entries;
+    assert!(sa.pack_entries + sb.pack_entries > 0, "{sa:?} {sb:?}");
+    assert_eq!(
+        sa.prefetch_fetched + sb.prefetch_fetched,
+        entries,
+        "each entry fetched exactly once across both: {sa:?} {sb:?}"
+    );
+    assert_eq!(sa.remote_downloads + sb.remote_downloads, entries);
+    for s in [&sa, &sb] {
+        assert_eq!(s.remote_errors + s.remote_corrupt, 0, "{s:?}");
+        assert_eq!(s.pack_published, 0, "{s:?}");
+    }
+    assert_bodies_intact(&r.t.path("local-shared"));
+
+    let (go3, s3) = r.fresh(store, "shared", &[]);
+    let app3 = r.t.path("app3");
+    go3.ok(&["build", "-o", app3.to_str().unwrap(), "./cmd/app"]);
+    let st = stats(&s3);
+    assert_eq!(st.local_hits, st.hits, "{st:?}");
+    assert_eq!(st.pack_published, 0, "{st:?}");
+    assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app3).unwrap());
+    assert_eq!(pack_keys(store), packs);
+}
+
+/// A damaged pack is reported once and deleted; what it could not deliver is fetched one
+/// by one, and the build is right.
+pub fn a_damaged_pack_is_dropped(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, _) = r.fresh(store, "fill", &[]);
+    let app1 = r.t.path("app1");
+    go1.ok(&["build", "-o", app1.to_str().unwrap(), "./cmd/app"]);
+    let (go2, _) = r.fresh(store, "one-by-one", &[]);
+    go2.ok(&["build", "./cmd/app"]);
+    let packs = pack_keys(store);
+    assert_eq!(packs.len(), 1, "{:?}", store.keys());
+    let mut pack = store.read(&packs[0]);
+    // The middle of the biggest frame's body, found through the index (12-byte head, then
+    // 40 bytes per entry: ActionID and frame length, then a 32-byte checksum).
+    let n = u32::from_le_bytes(pack[8..12].try_into().unwrap()) as usize;
+    let lens: Vec<u64> = (0..n)
+        .map(|i| u64::from_le_bytes(pack[12 + i * 40 + 32..12 + i * 40 + 40].try_into().unwrap()))
+        .collect();
+    let big = (0..n).max_by_key(|&i| lens[i]).unwrap();
+    let start = 12 + n * 40 + 32 + lens[..big].iter().sum::<u64>() as usize;
+    assert!(lens[big] > 200, "{lens:?}");
+    pack[start + 88 + (lens[big] as usize - 88) / 2] ^= 0x55;
+    store.write(&packs[0], &pack);
+
+    let p = r.t.path("p.json");
+    let out = finish(start_prefetch(&r, store, "local-after", &p), "prefetch");
+    let st = stats(&p);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("is damaged").count(), 1, "{err}");
+    assert!(st.remote_corrupt >= 1, "{st:?}");
+    assert_eq!(
+        st.prefetch_fetched + st.prefetch_missing,
+        st.manifest_entries,
+        "the rest came one by one: {st:?}"
+    );
+    assert!(pack_keys(store).is_empty(), "{:?}", store.keys());
+
+    let (go3, s3) = r.fresh(store, "after", &[]);
+    let app3 = r.t.path("app3");
+    go3.ok(&["build", "-o", app3.to_str().unwrap(), "./cmd/app"]);
+    assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app3).unwrap());
+    assert_bodies_intact(&r.t.path("local-after"));
+    let st = stats(&s3);
+    assert_eq!(st.remote_corrupt, 0, "{st:?}");
+}
+
 /// The shared suite, once per store; `$store` makes a fresh store for each test.
 macro_rules! store_suite {
     ($name:ident, $store:expr, $prefix_flag:expr) => {
@@ -576,6 +684,16 @@ macro_rules! store_suite {
             #[test]
             fn bad_manifests_are_ignored() {
                 super::bad_manifests_are_ignored(&$store);
+            }
+
+            #[test]
+            fn packs_carry_the_warm_start() {
+                super::packs_carry_the_warm_start(&$store);
+            }
+
+            #[test]
+            fn a_damaged_pack_is_dropped() {
+                super::a_damaged_pack_is_dropped(&$store);
             }
 
             #[test]

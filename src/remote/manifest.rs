@@ -159,8 +159,8 @@ pub fn dir_key(prefix: &str, name: &str) -> String {
 }
 
 /// Whether `rest` (a key with the prefix taken off) has the shape [`dir_key`] and
-/// [`object_key`] give manifests, so `clear-remote` under a prefix without a slash can tell
-/// our manifests from other people's objects.
+/// [`object_key`] give manifests (and packs, the same name plus `.pack`), so `clear-remote`
+/// under a prefix without a slash can tell ours from other people's objects.
 pub fn is_manifest_key(rest: &str) -> bool {
     let mut parts = rest.split('/');
     let (Some("manifests"), Some(slug), Some(name), None) =
@@ -170,6 +170,7 @@ pub fn is_manifest_key(rest: &str) -> bool {
     };
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let slug_ok = slug.rsplit_once('-').is_some_and(|(_, h)| hex(h, 12));
+    let name = name.strip_suffix(".pack").unwrap_or(name);
     let name_ok = name
         .split_once('-')
         .is_some_and(|(t, r)| hex(t, 16) && hex(r, 8));
@@ -354,6 +355,14 @@ mod tests {
         assert!(object_key(&d, t) < object_key(&d, later));
         let k = object_key(&dir_key("p", "main"), t);
         assert!(is_manifest_key(k.strip_prefix("p").unwrap()), "{k}");
+        assert!(is_manifest_key(&format!(
+            "{}.pack",
+            k.strip_prefix("p").unwrap()
+        )));
+        assert!(!is_manifest_key(&format!(
+            "{}.zip",
+            k.strip_prefix("p").unwrap()
+        )));
         assert!(!is_manifest_key("manifests/x/y"));
         assert!(!is_manifest_key(
             "-other/manifests/a-0123456789ab/0000000000000001-00000000/z"

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::idle::IdleTimeout;
 use super::manifest::{self, Manifest, Names};
+use super::pack;
 use super::tier::{Origin, RemoteTier, UploadError};
 use super::{Backend, BackendError, ObjectInfo};
 use crate::ids::ActionId;
@@ -36,7 +37,7 @@ pub(crate) struct Prefetch {
     used: Mutex<Used>,
     /// What start-up found: the merged manifest and our name's objects (for pruning).
     found: Mutex<Option<Found>>,
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     stopped: Notify,
     done: tokio::sync::watch::Sender<bool>,
 }
@@ -53,8 +54,12 @@ struct Used {
 #[derive(Default)]
 struct Found {
     manifest: Manifest,
-    /// Object keys under our own name, newest first.
+    /// Manifest keys under our own name, newest first.
     own: Vec<String>,
+    /// Pack keys under our own name, newest first.
+    own_packs: Vec<String>,
+    /// The newest pack of the first name (ours, then the fallbacks) that has one.
+    pack: Option<String>,
     /// Whether the manifest came from our own name (not a fallback).
     from_own: bool,
 }
@@ -69,7 +74,7 @@ impl Prefetch {
             concurrency: concurrency.max(1),
             used: Mutex::new(Used::default()),
             found: Mutex::new(None),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
             stopped: Notify::new(),
             done,
         });
@@ -119,9 +124,23 @@ impl Prefetch {
             return;
         }
         let found = self.load().await;
-        let entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
+        let mut entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
         Stats::add(&self.stats().manifest_entries, entries.len() as u64);
+        let pack = found.pack.clone();
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+        if let Some(key) = pack.filter(|_| !entries.is_empty()) {
+            let me = Arc::clone(self);
+            let taken = self
+                .tier
+                .read_pack(
+                    &key,
+                    entries.iter().copied().collect(),
+                    Arc::clone(&self.stop),
+                    move |a| me.mark_prefetched(a),
+                )
+                .await;
+            entries.retain(|a| !taken.contains(a));
+        }
         self.fetch_all(entries).await;
     }
 
@@ -173,8 +192,14 @@ impl Prefetch {
             match res {
                 Ok(mut objs) => {
                     objs.sort_by(|a, b| b.key.cmp(&a.key));
+                    let (packs, objs): (Vec<_>, Vec<_>) =
+                        objs.into_iter().partition(|o| pack::is_pack(&o.key));
                     if i == 0 {
                         found.own = objs.iter().map(|o| o.key.clone()).collect();
+                        found.own_packs = packs.iter().map(|o| o.key.clone()).collect();
+                    }
+                    if found.pack.is_none() {
+                        found.pack = packs.into_iter().next().map(|o| o.key);
                     }
                     if chosen.is_none() && !objs.is_empty() {
                         chosen = Some((i, objs));
@@ -257,8 +282,9 @@ impl Prefetch {
         }
     }
 
-    /// Publishes what this run used, merged with what it found, unless that adds nothing.
-    /// Then deletes our name's older manifests beyond the newest few. Failures are warnings.
+    /// Publishes what this run used, merged with what it found, unless that adds nothing,
+    /// and a pack of it when this run had to download much of it one by one. Then deletes
+    /// our name's older manifests and packs beyond the newest few. Failures are warnings.
     pub async fn publish(&self) {
         if self.tier.read_only() || self.tier.backend.breaker.is_disabled() {
             return;
@@ -274,29 +300,48 @@ impl Prefetch {
             return;
         }
         let known: HashSet<&ActionId> = found.manifest.entries.iter().map(|e| &e.0).collect();
-        if found.from_own && used.iter().all(|a| known.contains(a)) {
-            return; // nothing new: the newest manifest already lists all of it
-        }
+        // Nothing new when the newest manifest already lists all of it.
+        let new = !(found.from_own && used.iter().all(|a| known.contains(a)));
         let next = found.manifest.next(&used);
         let dir = manifest::dir_key(self.tier.prefix(), &self.names.key);
-        let key = manifest::object_key(&dir, SystemTime::now());
-        match self.tier.put_bytes(&key, next.encode()).await {
-            Ok(()) => {
-                Stats::add(&self.stats().manifest_published, next.len() as u64);
-                tracing::debug!(key, entries = next.len(), "manifest published");
+        if new {
+            let key = manifest::object_key(&dir, SystemTime::now());
+            match self.tier.put_bytes(&key, next.encode()).await {
+                Ok(()) => {
+                    Stats::add(&self.stats().manifest_published, next.len() as u64);
+                    tracing::debug!(key, entries = next.len(), "manifest published");
+                }
+                Err(e) => return self.publish_failed(&key, e),
             }
-            // Already reported when the remote became unavailable.
-            Err(UploadError::Unavailable(why)) => {
-                tracing::debug!("publishing manifest {key}: {why}");
-                return;
-            }
-            Err(e) => {
-                self.stats()
-                    .warn_once("manifest", &format!("publishing manifest {key}: {e}"));
-                return;
-            }
+            let old = found.own.iter().skip(manifest::KEEP - 1);
+            futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
         }
-        let old = found.own.iter().skip(manifest::KEEP - 1);
-        futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
+        let s = self.stats();
+        let single = Stats::get(&s.remote_downloads).saturating_sub(Stats::get(&s.pack_entries));
+        if !pack::worth_publishing(single, used.len() as u64) {
+            return;
+        }
+        let key = pack::key(&dir, SystemTime::now());
+        let ids = next.entries.iter().map(|e| e.0).collect();
+        match self.tier.publish_pack(&key, ids).await {
+            Ok(0) => {}
+            Ok(n) => {
+                Stats::add(&s.pack_published, n);
+                tracing::debug!(key, entries = n, "pack published");
+                let old = found.own_packs.iter().skip(pack::KEEP - 1);
+                futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
+            }
+            Err(e) => self.publish_failed(&key, e),
+        }
+    }
+
+    fn publish_failed(&self, key: &str, e: UploadError) {
+        match e {
+            // Already reported when the remote became unavailable.
+            UploadError::Unavailable(why) => tracing::debug!("publishing {key}: {why}"),
+            e => self
+                .stats()
+                .warn_once("manifest", &format!("publishing {key}: {e}")),
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ pub(crate) const QUEUE_CAP: usize = 4096;
 const UPLOAD_CONCURRENCY: usize = 8;
 /// A body read that makes no progress for this long fails the fetch (a server that stalls
 /// mid-body must not hold a fetch forever).
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body slower than this on average (after a grace as long as a get's header deadline)
 /// fails the fetch: at that rate a remote hit costs more than the compile it saves, and a
 /// trickling link would otherwise stretch a build without limit.
@@ -57,7 +57,7 @@ pub(crate) struct Upload {
 pub(crate) struct RemoteTier {
     pub backend: Arc<Guarded>,
     prefix: String,
-    codec: Codec,
+    pub(super) codec: Codec,
     read_only: bool,
     lock_type: LockType,
     lock_dir: PathBuf,
@@ -65,6 +65,8 @@ pub(crate) struct RemoteTier {
     pub(super) stats: Arc<Stats>,
     /// In-process single-flight: one fetch per ActionID, others wait for its result.
     flights: Mutex<HashMap<ActionId, Arc<Flight>>>,
+    /// Entries a pack being read will deliver (see `pack.rs`).
+    pub(super) packed: super::pack::Slots,
     queue: mpsc::Sender<Upload>,
     checked: OnceCell<()>,
     /// Queued plus running uploads.
@@ -125,6 +127,7 @@ impl RemoteTier {
             local,
             stats,
             flights: Mutex::new(HashMap::new()),
+            packed: Default::default(),
             queue: tx,
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
@@ -158,6 +161,39 @@ impl RemoteTier {
         format!("{}/{}", self.backend.location(), self.prefix)
     }
 
+    /// Whether a fetch of `action` is running in this process.
+    pub(super) fn in_flight(&self, action: &ActionId) -> bool {
+        let f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        f.contains_key(action)
+    }
+
+    /// With `fslock`, a named lock in the lock dir (blocking); `None` otherwise or when it
+    /// cannot be taken (warned once: fetching unlocked is only wasteful).
+    pub(super) fn lock_file(&self, name: &str) -> Option<FileLock> {
+        if self.lock_type != LockType::Fslock {
+            return None;
+        }
+        match FileLock::acquire(self.lock_dir.join(name)) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.stats.warn_once("lock", &format!("fetch lock: {e}"));
+                None
+            }
+        }
+    }
+
+    /// With `fslock`: `Ok(None)` while another process holds the named lock.
+    pub(super) fn try_lock_file(&self, name: &str) -> io::Result<Option<FileLock>> {
+        if self.lock_type != LockType::Fslock {
+            return Ok(None);
+        }
+        FileLock::try_acquire(self.lock_dir.join(name))
+    }
+
+    pub(super) fn fslock(&self) -> bool {
+        self.lock_type == LockType::Fslock
+    }
+
     /// A missing bucket or bad credentials will not fix themselves: say so once and run
     /// local-only. A transient failure only counts towards the breaker.
     async fn startup_check(&self) {
@@ -176,6 +212,12 @@ impl RemoteTier {
 
     /// Fetches an entry into the local tier; `None` on a miss or any failure (fail-open).
     pub async fn fetch(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
+        if origin == Origin::Get {
+            if let Some(e) = self.packed.wait(&action).await {
+                Stats::add(&self.stats.prefetch_joined, 1);
+                return Some(e);
+            }
+        }
         if self.lock_type == LockType::Noop {
             return self.fetch_locked(action, origin).await;
         }
@@ -555,14 +597,14 @@ impl std::fmt::Display for UploadError {
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Backend(BackendError),
     Corrupt(String),
     Local(String),
 }
 
 /// Removes a temp file when dropped.
-struct TempFile(PathBuf);
+pub(super) struct TempFile(pub PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -570,20 +612,37 @@ impl Drop for TempFile {
     }
 }
 
-/// An exclusive flock on a per-ActionID file, released (and the file removed) on drop.
-/// The lock file for an ActionID: one of 4,096 stripes, created once and kept. A file per
-/// ActionID, created and deleted per fetch, made the file system the prefetch's bottleneck;
-/// two fetches sharing a stripe (rare at 32 in flight) merely take turns.
-fn lock_stripe(action: &ActionId) -> String {
-    format!("{}.lock", &action.to_hex()[..3])
+/// The lock file for an ActionID: one of 256 stripes, created once and kept. Creating files
+/// is what a fresh cache dir pays for (ext4 inode allocation right after mass deletions
+/// dominated a profile of the prefetch): a file per ActionID, or thousands of stripes, cost
+/// more than two fetches sharing a stripe (~1 in 9 at 32 in flight) and taking turns.
+pub(super) fn lock_stripe(action: &ActionId) -> String {
+    format!("{}.lock", &action.to_hex()[..2])
 }
 
-struct FileLock {
+/// An exclusive flock on a lock file, released on drop (the file stays).
+pub(super) struct FileLock {
     file: std::fs::File,
 }
 
 impl FileLock {
-    fn acquire(path: PathBuf) -> io::Result<FileLock> {
+    pub(super) fn acquire(path: PathBuf) -> io::Result<FileLock> {
+        let file = Self::open(&path)?;
+        file.lock()?;
+        Ok(FileLock { file })
+    }
+
+    /// `None` while another process holds it.
+    pub(super) fn try_acquire(path: PathBuf) -> io::Result<Option<FileLock>> {
+        let file = Self::open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock { file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn open(path: &Path) -> io::Result<std::fs::File> {
         // Owner-only, like the cache dir: lock names are ActionIDs.
         if let Some(dir) = path.parent() {
             let mut b = std::fs::DirBuilder::new();
@@ -596,9 +655,7 @@ impl FileLock {
         o.create(true).truncate(false).write(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        let file = o.open(&path)?;
-        file.lock()?;
-        Ok(FileLock { file })
+        o.open(path)
     }
 }
 

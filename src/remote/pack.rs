@@ -1,0 +1,587 @@
+//! Warm-start packs: the entries of a warm start as one object, so a fresh machine fetches
+//! them in one streamed GET instead of one GET per entry.
+//!
+//! One GET per entry costs the store a request each: ~1,500 for `go build std`, which a
+//! store's per-request work (signing, lookup, a Python test server's CPU) turns into seconds
+//! however many are in flight. A pack turns that into bandwidth.
+//!
+//! A run publishes a pack (next to its manifest, `<time>-<random>.pack`) only when it had to
+//! download many entries one by one ([`worth_publishing`]): a cold run never pays for one,
+//! and once a pack covers a branch's builds, runs stop writing new ones until enough has
+//! changed.
+//!
+//! Format (little endian): `GBCP`, version 1, 3 reserved bytes, entry count (u32); per entry
+//! its ActionID and frame length (u64, 0 for none); the SHA-256 of all that; then the frames,
+//! each one remote object exactly as it is stored under its own key. The index lets a get for
+//! an entry the stream is about to deliver wait for it instead of fetching it again. Nothing
+//! is trusted beyond what each object proves (its header names its ActionID, which must match
+//! the index; its body is checked against its OutputID), and only ActionIDs the manifest asked
+//! for are taken. A damaged frame ends the read; the rest is fetched one by one.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::idle::IdleTimeout;
+use super::object::{self, Header, HEADER_LEN};
+use super::tier::{Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT};
+use super::{Backend, BackendError, PutOutcome};
+use crate::ids::ActionId;
+use crate::local::Lookup;
+use crate::stats::Stats;
+use crate::{Entry, Error};
+
+const MAGIC: &[u8; 4] = b"GBCP";
+const VERSION: u8 = 1;
+const HEAD: usize = 12;
+const ITEM: usize = 40;
+const SUM: usize = 32;
+/// Encoded bytes per pack; a bigger warm start keeps its tail one by one.
+pub const MAX_BYTES: u64 = 512 << 20;
+/// Entries per pack, as many as a manifest holds.
+pub const MAX_ENTRIES: usize = super::manifest::MAX_ENTRIES;
+/// Packs kept per manifest name after a publish.
+pub const KEEP: usize = 2;
+/// See [`worth_publishing`].
+pub const MIN_SINGLE: u64 = 16;
+/// A get waits for the pack only for an entry this close to what the stream has read: at
+/// the stream's pace that is well under a second; further on, one GET of its own is faster.
+const NEAR: u64 = 32 << 20;
+/// The lock (with fslock) one helper holds while it streams a pack into a local dir, so
+/// helpers sharing the dir do not download it twice.
+const LOCK: &str = "pack.lock";
+
+/// Whether a run that downloaded `single` entries one by one (not from a pack) and used
+/// `used` entries should publish a pack: when those downloads were many, and a good share of
+/// what it used (so the pack it found, if any, no longer covers enough).
+pub fn worth_publishing(single: u64, used: u64) -> bool {
+    single >= MIN_SINGLE && single * 4 >= used
+}
+
+/// Whether `key` names a pack.
+pub fn is_pack(key: &str) -> bool {
+    key.ends_with(".pack")
+}
+
+/// A new pack name in a manifest's directory: sorts like the manifests beside it.
+pub fn key(dir: &str, now: std::time::SystemTime) -> String {
+    format!("{}.pack", super::manifest::object_key(dir, now))
+}
+
+/// Entries a pack being read will deliver, so a get for one can wait for it.
+#[derive(Default)]
+pub(crate) struct Slots {
+    map: Mutex<HashMap<ActionId, Slot>>,
+    /// Frame bytes the stream has read so far.
+    at: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Slot {
+    /// Where its frame starts, in frame bytes.
+    offset: u64,
+    rx: watch::Receiver<Option<Entry>>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ActionId, Slot>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry once the pack has stored it; `None` at once when no pack being read will
+    /// deliver it soon, or later if the pack gives up on it (then the caller fetches it).
+    pub(crate) async fn wait(&self, action: &ActionId) -> Option<Entry> {
+        let slot = self.lock().get(action).cloned()?;
+        if slot.offset > self.at.load(Ordering::Acquire) + NEAR {
+            return None;
+        }
+        let mut rx = slot.rx;
+        let got = rx.wait_for(|v| v.is_some()).await.ok()?;
+        got.clone()
+    }
+}
+
+/// The read side's promises: each one kept (an entry sent) or dropped (its waiters fall
+/// back to their own fetch), and never left in the map, whatever way the read ends.
+struct Promises<'a> {
+    slots: &'a Slots,
+    tx: Vec<Option<(ActionId, watch::Sender<Option<Entry>>)>>,
+}
+
+impl Promises<'_> {
+    fn add(&mut self, i: usize, action: ActionId, offset: u64) {
+        let (tx, rx) = watch::channel(None);
+        self.slots.lock().insert(action, Slot { offset, rx });
+        self.tx[i] = Some((action, tx));
+    }
+
+    fn take(&mut self, i: usize) -> Option<(ActionId, watch::Sender<Option<Entry>>)> {
+        self.tx[i].take()
+    }
+
+    fn keep(&self, action: &ActionId, tx: watch::Sender<Option<Entry>>, e: Entry) {
+        tx.send_replace(Some(e));
+        self.slots.lock().remove(action);
+    }
+
+    fn drop_one(&self, action: &ActionId) {
+        self.slots.lock().remove(action);
+    }
+}
+
+impl Drop for Promises<'_> {
+    fn drop(&mut self) {
+        let mut map = self.slots.lock();
+        for (action, _) in self.tx.iter().flatten() {
+            map.remove(action);
+        }
+    }
+}
+
+impl RemoteTier {
+    /// Streams the pack at `key` into the local tier: each entry in `wanted` that is not
+    /// local yet and not being fetched by a get. Stops between entries once `stop` is set.
+    /// `mark` is told each entry before it is stored. Returns the entries it stored.
+    /// Failures are warned once; whatever the pack did not deliver is the caller's to fetch
+    /// one by one.
+    pub(crate) async fn read_pack(
+        self: &Arc<Self>,
+        key: &str,
+        wanted: HashSet<ActionId>,
+        stop: Arc<AtomicBool>,
+        mark: impl Fn(ActionId) + Send + 'static,
+    ) -> HashSet<ActionId> {
+        self.ready().await;
+        // Another helper streaming a pack into this local dir: wait for it, then let the
+        // one-by-one pass find its entries local.
+        let me = Arc::clone(self);
+        let lock = tokio::task::spawn_blocking(move || me.try_lock_file(LOCK)).await;
+        let _lock = match lock {
+            Ok(Ok(Some(l))) => Some(l),
+            Ok(Ok(None)) if self.fslock() => {
+                let me = Arc::clone(self);
+                let waited = tokio::task::spawn_blocking(move || me.lock_file(LOCK)).await;
+                drop(waited);
+                return HashSet::new();
+            }
+            _ => None,
+        };
+        let reader = match self.backend.get(key).await {
+            Ok(Some(r)) => r,
+            // Pruned by a publisher since we listed it.
+            Ok(None) => return HashSet::new(),
+            Err(BackendError::Unavailable(why)) => {
+                tracing::debug!("reading pack {key}: {why}");
+                return HashSet::new();
+            }
+            Err(e) => {
+                self.stats
+                    .warn_once("pack", &format!("reading pack {key}: {e}"));
+                return HashSet::new();
+            }
+        };
+        let reader = IdleTimeout::new(reader, STALL_TIMEOUT);
+        let handle = tokio::runtime::Handle::current();
+        let me = Arc::clone(self);
+        let res = tokio::task::spawn_blocking(move || {
+            let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+            let mut input = BufReader::with_capacity(256 * 1024, bridge);
+            let mut taken = HashSet::new();
+            let res = me.ingest(&mut input, &wanted, &stop, &mark, &mut taken);
+            (taken, res)
+        })
+        .await;
+        let (taken, res) = match res {
+            Ok(r) => r,
+            Err(e) => (
+                HashSet::new(),
+                Err(Failure::Backend(BackendError::Transient(format!(
+                    "pack task: {e}"
+                )))),
+            ),
+        };
+        match &res {
+            Err(Failure::Backend(e)) => self.backend.body_done(Err(e)),
+            _ => self.backend.body_done(Ok(())),
+        }
+        match res {
+            Ok(()) => {}
+            Err(Failure::Backend(BackendError::Unavailable(why))) => {
+                tracing::debug!("reading pack {key}: {why}");
+            }
+            Err(Failure::Backend(e)) => {
+                self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .warn_once("pack", &format!("reading pack {key}: {e}"));
+            }
+            Err(Failure::Local(m)) => {
+                self.stats
+                    .warn_once("local", &format!("storing an entry from pack {key}: {m}"));
+            }
+            Err(Failure::Corrupt(why)) => {
+                self.stats.remote_corrupt.fetch_add(1, Ordering::Relaxed);
+                self.stats.warn_once(
+                    "pack",
+                    &format!("pack {key} is damaged ({why}); fetching the rest one by one"),
+                );
+                if !self.read_only() {
+                    // Readers would trip on it again; a later run publishes a new one.
+                    let _ = self.backend.delete(key).await;
+                }
+            }
+        }
+        taken
+    }
+
+    /// The synchronous part of [`read_pack`](Self::read_pack): index, then frames.
+    fn ingest<R: Read>(
+        &self,
+        input: &mut R,
+        wanted: &HashSet<ActionId>,
+        stop: &AtomicBool,
+        mark: &dyn Fn(ActionId),
+        taken: &mut HashSet<ActionId>,
+    ) -> Result<(), Failure> {
+        let io_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => Failure::Corrupt(format!("cut short: {e}")),
+            _ => Failure::Backend(BackendError::Transient(format!("reading pack: {e}"))),
+        };
+        let index = read_index(input).map_err(|e| match e {
+            IndexError::Io(e) => io_err(e),
+            IndexError::Bad(m) => Failure::Corrupt(m),
+        })?;
+        let slots = &self.packed;
+        let mut promises = Promises {
+            slots,
+            tx: (0..index.len()).map(|_| None).collect(),
+        };
+        let mut offset = 0;
+        for (i, (action, len)) in index.iter().enumerate() {
+            if *len > 0
+                && wanted.contains(action)
+                && !self.in_flight(action)
+                && !matches!(self.local.get(action), Ok(Lookup::Hit(_)))
+            {
+                promises.add(i, *action, offset);
+            }
+            offset += len;
+        }
+        slots.at.store(0, Ordering::Release);
+        for (i, (action, len)) in index.iter().enumerate() {
+            if stop.load(Ordering::Acquire) {
+                break;
+            }
+            let mut frame = (&mut *input).take(*len);
+            if let Some((action, tx)) = promises.take(i) {
+                match self.store_frame(&mut frame, &action, mark, taken)? {
+                    Some(e) => promises.keep(&action, tx, e),
+                    None => promises.drop_one(&action),
+                }
+            }
+            // Whatever of the frame was not read (an entry not taken).
+            io::copy(&mut frame, &mut io::sink()).map_err(io_err)?;
+            if frame.limit() > 0 {
+                return Err(Failure::Corrupt(format!(
+                    "cut short in the frame of {action}"
+                )));
+            }
+            slots.at.fetch_add(*len, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Stores one frame's entry, unless a get or another process got it meanwhile; the entry
+    /// when it is local after.
+    fn store_frame<R: Read>(
+        &self,
+        frame: &mut R,
+        action: &ActionId,
+        mark: &dyn Fn(ActionId),
+        taken: &mut HashSet<ActionId>,
+    ) -> Result<Option<Entry>, Failure> {
+        if self.in_flight(action) {
+            return Ok(None);
+        }
+        // No per-entry fetch lock: the pack lock keeps helpers sharing the dir from streaming
+        // it twice, and a get of another helper racing the stream at worst stores the same
+        // bytes once more.
+        if let Ok(Lookup::Hit(e)) = self.local.get(action) {
+            return Ok(Some(e));
+        }
+        mark(*action);
+        let mut pending = self
+            .local
+            .begin_put()
+            .map_err(|e| Failure::Local(e.to_string()))?;
+        let h = object::decode(frame, &mut pending).map_err(|e| match e {
+            object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
+            object::DecodeError::Io(e) => {
+                Failure::Backend(BackendError::Transient(format!("reading pack: {e}")))
+            }
+        })?;
+        if h.action_id != *action {
+            return Err(Failure::Corrupt(format!(
+                "its index says {action}, the object says {}",
+                h.action_id
+            )));
+        }
+        let entry = pending
+            .commit_at(action, &h.output_id, Some(h.size), h.time)
+            .map_err(|e| match e {
+                Error::Integrity(m) => Failure::Corrupt(m),
+                other => Failure::Local(other.to_string()),
+            })?;
+        taken.insert(*action);
+        Stats::add(&self.stats.bytes_down, entry.size);
+        Stats::add(&self.stats.remote_downloads, 1);
+        Stats::add(&self.stats.prefetch_fetched, 1);
+        Stats::add(&self.stats.pack_entries, 1);
+        Ok(Some(entry))
+    }
+
+    /// Writes the local entries among `entries` (in order, up to [`MAX_BYTES`]) as a pack
+    /// and stores it under `key`. Returns how many entries it holds.
+    pub(crate) async fn publish_pack(
+        self: &Arc<Self>,
+        key: &str,
+        entries: Vec<ActionId>,
+    ) -> Result<u64, UploadError> {
+        self.ready().await;
+        let me = Arc::clone(self);
+        let (tmp, size, count) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let (file, tmp) = me.local.temp_file().map_err(io::Error::other)?;
+            let guard = TempFile(tmp);
+            let mut w = BufWriter::with_capacity(256 * 1024, file);
+            let (count, size) = me.write_pack(&mut w, &entries)?;
+            w.flush()?;
+            Ok((guard, size, count))
+        })
+        .await
+        .map_err(|e| UploadError::Failed(format!("pack task: {e}")))?
+        .map_err(|e| UploadError::Failed(format!("writing the pack: {e}")))?;
+        if count == 0 {
+            return Ok(0);
+        }
+        match self.backend.put(key, &tmp.0, size).await {
+            Ok(PutOutcome::Stored) => {
+                Stats::add(&self.stats.bytes_up, size);
+                Ok(count)
+            }
+            Ok(PutOutcome::AlreadyExists) => Err(UploadError::Failed(
+                "an object with that name exists".into(),
+            )),
+            Err(BackendError::Unavailable(m)) => Err(UploadError::Unavailable(m)),
+            Err(e) => Err(UploadError::Failed(e.to_string())),
+        }
+    }
+
+    /// Returns (entries, bytes) written: the index first (its lengths filled in last), then
+    /// one frame per entry that is still whole in the local tier.
+    fn write_pack<W: Write + Seek>(
+        &self,
+        w: &mut W,
+        entries: &[ActionId],
+    ) -> io::Result<(u64, u64)> {
+        let mut chosen = Vec::new();
+        let mut bound = 0u64;
+        for action in entries {
+            if chosen.len() == MAX_ENTRIES {
+                break;
+            }
+            // Gone since (trimmed, or never fetched because the prefetch was stopped).
+            let Ok(Lookup::Hit(e)) = self.local.get(action) else {
+                continue;
+            };
+            // LZ4 can grow incompressible data by ~0.4%: keep the whole pack under the cap.
+            let most = e.size + e.size / 128 + 1024;
+            if bound + most > MAX_BYTES {
+                continue;
+            }
+            bound += most;
+            chosen.push((*action, e));
+        }
+        let index_len = HEAD + chosen.len() * ITEM + SUM;
+        w.write_all(&vec![0u8; index_len])?;
+        let mut lens = Vec::with_capacity(chosen.len());
+        for (action, e) in &chosen {
+            lens.push(self.write_frame(w, action, e)?);
+        }
+        let mut index = Vec::with_capacity(index_len);
+        index.extend_from_slice(MAGIC);
+        index.extend_from_slice(&[VERSION, 0, 0, 0]);
+        index.extend_from_slice(&(chosen.len() as u32).to_le_bytes());
+        for ((action, _), len) in chosen.iter().zip(&lens) {
+            index.extend_from_slice(action.as_bytes());
+            index.extend_from_slice(&len.to_le_bytes());
+        }
+        let sum = Sha256::digest(&index);
+        index.extend_from_slice(&sum);
+        w.seek(SeekFrom::Start(0))?;
+        w.write_all(&index)?;
+        let count = lens.iter().filter(|l| **l > 0).count() as u64;
+        Ok((count, index_len as u64 + lens.iter().sum::<u64>()))
+    }
+
+    /// One entry's object; 0 bytes when its body is gone or not whole (it stays out).
+    fn write_frame<W: Write>(&self, w: &mut W, action: &ActionId, e: &Entry) -> io::Result<u64> {
+        let Ok(body) = std::fs::File::open(&e.path) else {
+            return Ok(0);
+        };
+        if body.metadata()?.len() != e.size {
+            return Ok(0);
+        }
+        let header = Header {
+            codec: self.codec,
+            action_id: *action,
+            output_id: e.output_id,
+            size: e.size,
+            time: e.time,
+        };
+        let mut counted = Counted { w, n: 0 };
+        object::encode(&header, BufReader::new(body), &mut counted)?;
+        Ok(counted.n)
+    }
+}
+
+enum IndexError {
+    Io(io::Error),
+    Bad(String),
+}
+
+/// Reads and checks a pack's index: (ActionID, frame length) in stream order.
+fn read_index<R: Read>(input: &mut R) -> Result<Vec<(ActionId, u64)>, IndexError> {
+    let mut head = [0u8; HEAD];
+    input.read_exact(&mut head).map_err(IndexError::Io)?;
+    if &head[..4] != MAGIC {
+        return Err(IndexError::Bad("not a pack (bad magic)".into()));
+    }
+    if head[4] != VERSION {
+        return Err(IndexError::Bad(format!(
+            "pack version {} is not supported",
+            head[4]
+        )));
+    }
+    let n = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    if n > MAX_ENTRIES {
+        return Err(IndexError::Bad(format!(
+            "{n} entries is over the cap of {MAX_ENTRIES}"
+        )));
+    }
+    let mut rest = vec![0u8; n * ITEM + SUM];
+    input.read_exact(&mut rest).map_err(IndexError::Io)?;
+    let (items, sum) = rest.split_at(n * ITEM);
+    let mut h = Sha256::new();
+    h.update(head);
+    h.update(items);
+    if h.finalize().as_slice() != sum {
+        return Err(IndexError::Bad("index checksum mismatch".into()));
+    }
+    let mut total = 0u64;
+    let mut index = Vec::with_capacity(n);
+    for c in items.chunks_exact(ITEM) {
+        let action = ActionId::from_bytes(&c[..32]).expect("32 bytes");
+        let len = u64::from_le_bytes(c[32..].try_into().expect("8 bytes"));
+        if len != 0 && len < HEADER_LEN as u64 {
+            return Err(IndexError::Bad(format!("a frame of {len} bytes")));
+        }
+        total = total.saturating_add(len);
+        index.push((action, len));
+    }
+    if total > MAX_BYTES {
+        return Err(IndexError::Bad(format!(
+            "{total} bytes of frames is over the cap"
+        )));
+    }
+    Ok(index)
+}
+
+/// Counts what passes through to `w`.
+struct Counted<'a, W: Write> {
+    w: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(items: &[(ActionId, u64)]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&[VERSION, 0, 0, 0]);
+        b.extend_from_slice(&(items.len() as u32).to_le_bytes());
+        for (a, len) in items {
+            b.extend_from_slice(a.as_bytes());
+            b.extend_from_slice(&len.to_le_bytes());
+        }
+        let sum = Sha256::digest(&b);
+        b.extend_from_slice(&sum);
+        b
+    }
+
+    fn id(n: u8) -> ActionId {
+        ActionId::from_bytes(&[n; 32]).unwrap()
+    }
+
+    fn bad(b: &[u8]) -> String {
+        match read_index(&mut &b[..]) {
+            Err(IndexError::Bad(m)) => m,
+            Err(IndexError::Io(e)) => format!("io: {e}"),
+            Ok(i) => panic!("accepted {i:?}"),
+        }
+    }
+
+    #[test]
+    fn an_index_round_trips_and_damage_is_refused() {
+        let items = [(id(1), 500), (id(2), 0), (id(3), HEADER_LEN as u64)];
+        let b = index(&items);
+        assert_eq!(read_index(&mut &b[..]).ok().unwrap(), items);
+        for i in 0..b.len() {
+            let mut d = b.clone();
+            d[i] ^= 0x20;
+            let _ = bad(&d); // every flipped bit is caught: magic, version, count or checksum
+        }
+        assert!(bad(&b[..b.len() - 1]).starts_with("io:"), "cut short");
+        assert!(bad(&index(&[(id(1), 10)])).contains("frame of 10"));
+        let over = index(&[(id(1), MAX_BYTES), (id(2), HEADER_LEN as u64)]);
+        assert!(bad(&over).contains("over the cap"));
+        let mut many = index(&[]);
+        many[8..12].copy_from_slice(&(MAX_ENTRIES as u32 + 1).to_le_bytes());
+        assert!(bad(&many).contains("over the cap"));
+    }
+
+    #[test]
+    fn packs_are_published_only_after_many_single_downloads() {
+        assert!(!worth_publishing(0, 1000), "a cold run");
+        assert!(
+            !worth_publishing(MIN_SINGLE - 1, MIN_SINGLE),
+            "too few to matter"
+        );
+        assert!(!worth_publishing(100, 1000), "the pack still covers 90%");
+        assert!(worth_publishing(250, 1000));
+        assert!(worth_publishing(1461, 1461), "no pack yet");
+        assert!(is_pack(&key(
+            "p/manifests/x-0123456789ab/",
+            std::time::SystemTime::now()
+        )));
+        assert!(!is_pack(
+            "p/manifests/x-0123456789ab/0006612645027f86-b4a7a85c"
+        ));
+    }
+}
