@@ -243,6 +243,9 @@ type Stats struct {
 	LocalHits      uint64 `json:"local_hits"`
 	RemoteHits     uint64 `json:"remote_hits"`
 	RemoteMisses   uint64 `json:"remote_misses"`
+	// RemoteAbsent counts remote misses known from the start-up listing of a
+	// small remote, without asking it.
+	RemoteAbsent uint64 `json:"remote_absent"`
 	// RemoteErrors counts failed remote calls (timeouts, errors, breaker
 	// open); each was answered as a miss.
 	RemoteErrors  uint64 `json:"remote_errors"`

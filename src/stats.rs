@@ -22,6 +22,7 @@ pub(crate) struct Stats {
     pub local_hits: AtomicU64,
     pub remote_hits: AtomicU64,
     pub remote_misses: AtomicU64,
+    pub remote_absent: AtomicU64,
     pub remote_errors: AtomicU64,
     pub remote_corrupt: AtomicU64,
     pub bytes_down: AtomicU64,
@@ -70,6 +71,8 @@ pub struct StatsSnapshot {
     pub remote_hits: u64,
     /// Gets the remote answered "not there".
     pub remote_misses: u64,
+    /// Of those, misses known from the start-up listing of a small remote, without asking.
+    pub remote_absent: u64,
     /// Remote calls that failed (timeouts, errors, breaker open); each was a miss.
     pub remote_errors: u64,
     /// Remote objects that failed verification; each was a miss and was deleted.
@@ -166,6 +169,7 @@ impl Stats {
             local_hits: g(&self.local_hits),
             remote_hits: g(&self.remote_hits),
             remote_misses: g(&self.remote_misses),
+            remote_absent: g(&self.remote_absent),
             remote_errors: g(&self.remote_errors),
             remote_corrupt: g(&self.remote_corrupt),
             bytes_down: g(&self.bytes_down),

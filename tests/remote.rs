@@ -520,7 +520,7 @@ pub fn concurrent_publishers_are_merged(store: &dyn Store) {
     let published: Vec<Manifest> = store
         .keys()
         .into_iter()
-        .filter(|k| k.starts_with(&dir))
+        .filter(|k| k.starts_with(&dir) && !gobuildcache::remote::pack::is_pack(k))
         .map(|k| Manifest::decode(&store.read(&k)).unwrap())
         .collect();
     assert_eq!(published.len(), 2, "both publishes landed");
@@ -640,6 +640,24 @@ pub fn a_damaged_pack_is_dropped(store: &dyn Store) {
     assert_eq!(st.remote_corrupt, 0, "{st:?}");
 }
 
+/// A cold remote small enough to list whole at start-up is not asked about each miss, and
+/// what it holds is still fetched.
+pub fn a_small_remote_is_listed_once(store: &dyn Store) {
+    let r = Run::new();
+    let (go1, s1) = r.fresh(store, "cold", &[]);
+    go1.ok(&["build", "./..."]);
+    let st = stats(&s1);
+    assert!(st.remote_absent > 0, "{st:?}");
+    assert!(st.remote_absent <= st.remote_misses, "{st:?}");
+    assert_eq!(st.remote_hits + st.remote_errors, 0, "{st:?}");
+
+    let (go2, s2) = r.fresh(store, "warm", &[]);
+    go2.ok(&["build", "./..."]);
+    let st = stats(&s2);
+    assert_eq!(st.remote_absent, 0, "everything was listed: {st:?}");
+    assert_warm(&st, 1);
+}
+
 /// The shared suite, once per store; `$store` makes a fresh store for each test.
 macro_rules! store_suite {
     ($name:ident, $store:expr, $prefix_flag:expr) => {
@@ -697,6 +715,11 @@ macro_rules! store_suite {
             }
 
             #[test]
+            fn a_small_remote_is_listed_once() {
+                super::a_small_remote_is_listed_once(&$store);
+            }
+
+            #[test]
             fn concurrent_publishers_are_merged() {
                 super::concurrent_publishers_are_merged(&$store);
             }
@@ -712,6 +735,21 @@ macro_rules! store_suite {
 store_suite!(dir, DirStore::start(), None);
 store_suite!(s3, S3Store::start(), Some("-s3-prefix"));
 store_suite!(gcs, GcsStore::start(), Some("-gcs-prefix"));
+
+/// A remote too big to list in one request is asked about each miss, as before.
+#[test]
+fn dir_big_remote_is_asked_per_get() {
+    let store = DirStore::start();
+    for i in 0..1001 {
+        store.write(&format!("gobuildcache/other-{i}"), b"x");
+    }
+    let r = Run::new();
+    let (go, s) = r.fresh(&store, "cold", &[]);
+    go.ok(&["build", "./..."]);
+    let st = stats(&s);
+    assert!(st.remote_misses > 0, "{st:?}");
+    assert_eq!(st.remote_absent, 0, "{st:?}");
+}
 
 #[test]
 fn dir_missing_store_warns_once_and_builds() {

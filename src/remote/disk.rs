@@ -109,26 +109,49 @@ impl Backend for DiskBackend {
     }
 
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
+        Ok(self.walk(prefix, usize::MAX).await?.0)
+    }
+
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        self.walk(prefix, max).await
+    }
+}
+
+impl DiskBackend {
+    /// Up to `max` objects, and whether that was all (the walk stops at `max + 1`).
+    async fn walk(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            walk(&root, &root, &prefix, &mut out).map_err(|e| err("listing", &prefix, e))?;
+            walk(&root, &root, &prefix, max.saturating_add(1), &mut out)
+                .map_err(|e| err("listing", &prefix, e))?;
+            let complete = out.len() <= max;
+            out.truncate(max);
             out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
+            Ok((out, complete))
         })
         .await
         .map_err(|e| BackendError::Transient(format!("list task: {e}")))?
     }
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    limit: usize,
+    out: &mut Vec<ObjectInfo>,
+) -> io::Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for ent in rd {
+        if out.len() >= limit {
+            break;
+        }
         let ent = ent?;
         let path = ent.path();
         let ft = ent.file_type()?;
@@ -141,7 +164,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> io:
             // Only descend where keys under the prefix can be.
             let dir_key = format!("{rel}/");
             if dir_key.starts_with(prefix) || prefix.starts_with(&dir_key) {
-                walk(root, &path, prefix, out)?;
+                walk(root, &path, prefix, limit, out)?;
             }
         } else if ft.is_file()
             && rel.starts_with(prefix)

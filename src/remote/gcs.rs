@@ -316,6 +316,26 @@ struct ListPage {
     next_page_token: Option<String>,
 }
 
+impl ListPage {
+    fn objects(&self, what: &str) -> BackendResult<Vec<ObjectInfo>> {
+        self.items
+            .iter()
+            .map(|item| {
+                let size = item.size().ok_or_else(|| {
+                    BackendError::Transient(format!(
+                        "{what}: object {:?} has no valid size",
+                        item.name
+                    ))
+                })?;
+                Ok(ObjectInfo {
+                    key: item.name.clone(),
+                    size,
+                })
+            })
+            .collect()
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ListItem {
     name: String,
@@ -452,18 +472,7 @@ impl Backend for GcsBackend {
             let page = self
                 .list_page(&what, prefix, self.page_size, token.as_deref())
                 .await?;
-            for item in &page.items {
-                let size = item.size().ok_or_else(|| {
-                    BackendError::Transient(format!(
-                        "{what}: object {:?} has no valid size",
-                        item.name
-                    ))
-                })?;
-                out.push(ObjectInfo {
-                    key: item.name.clone(),
-                    size,
-                });
-            }
+            out.extend(page.objects(&what)?);
             match page.next_page_token {
                 Some(t) if !t.is_empty() => {
                     if token.as_deref() == Some(t.as_str()) {
@@ -478,6 +487,14 @@ impl Backend for GcsBackend {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        let what = self.what("list", &format!("{prefix}*"));
+        let size = u32::try_from(max).unwrap_or(u32::MAX);
+        let page = self.list_page(&what, prefix, size, None).await?;
+        let complete = page.next_page_token.as_deref().is_none_or(str::is_empty);
+        Ok((page.objects(&what)?, complete))
     }
 }
 

@@ -272,7 +272,10 @@ impl Backend for Guarded {
     }
     async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
         let l = &self.limits;
-        self.call("put", l.put_timeout, l.put_attempts, || {
+        // A big body (a test binary, a warm-start pack) gets a second per 4 MiB on top: the
+        // deadline is for a stuck upload, not a long one.
+        let timeout = l.put_timeout + Duration::from_secs(size >> 22);
+        self.call("put", timeout, l.put_attempts, || {
             self.inner.put(key, path, size)
         })
         .await
@@ -288,6 +291,13 @@ impl Backend for Guarded {
         let l = &self.limits;
         self.call("list", l.other_timeout, l.other_attempts, || {
             self.inner.list(prefix)
+        })
+        .await
+    }
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        let l = &self.limits;
+        self.call("list", l.other_timeout, 1, || {
+            self.inner.list_some(prefix, max)
         })
         .await
     }

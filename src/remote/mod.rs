@@ -89,6 +89,15 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
+
+    /// At most `max` objects under `prefix`, in one request where the store allows, and
+    /// whether that was all of them.
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        let mut all = self.list(prefix).await?;
+        let complete = all.len() <= max;
+        all.truncate(max);
+        Ok((all, complete))
+    }
 }
 
 /// Builds the configured store, wrapped for fault injection and read-only mode: the one

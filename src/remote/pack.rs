@@ -158,14 +158,15 @@ impl RemoteTier {
         self.ready().await;
         // Another helper streaming a pack into this local dir: wait for it, then let the
         // one-by-one pass find its entries local.
-        let me = Arc::clone(self);
-        let lock = tokio::task::spawn_blocking(move || me.try_lock_file(LOCK)).await;
-        let _lock = match lock {
-            Ok(Ok(Some(l))) => Some(l),
-            Ok(Ok(None)) if self.fslock() => {
-                let me = Arc::clone(self);
-                let waited = tokio::task::spawn_blocking(move || me.lock_file(LOCK)).await;
-                drop(waited);
+        let _lock = match self.try_lock_file(LOCK) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) if self.fslock() => {
+                while !stop.load(Ordering::Acquire) {
+                    if let Ok(Some(_)) = self.try_lock_file(LOCK) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
                 return HashSet::new();
             }
             _ => None,

@@ -581,6 +581,29 @@ impl Backend for S3Backend {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(max).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| self.error("list", Some(prefix), e))?;
+        let out = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_string(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                })
+            })
+            .collect();
+        Ok((out, !page.is_truncated().unwrap_or(false)))
+    }
 }
 
 #[cfg(test)]

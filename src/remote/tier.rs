@@ -33,6 +33,11 @@ pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// fails the fetch: at that rate a remote hit costs more than the compile it saves, and a
 /// trickling link would otherwise stretch a build without limit.
 const MIN_DOWNLOAD_RATE: u64 = 256 * 1024;
+/// A remote with at most this many objects under the prefix is listed whole at start-up (one
+/// request), and gets for ActionIDs it does not hold are misses without asking it. A cold
+/// remote would otherwise cost every miss of a cold build a round trip on the build's
+/// critical path. Objects other jobs upload after the listing are not seen by this run.
+const SMALL_REMOTE: usize = 1000;
 
 /// Whether `clear` may delete `key`. A prefix ending in `/` (or empty, with `--force`) is a
 /// directory: everything in it. Any other prefix is a string start, which other keys can share
@@ -65,6 +70,8 @@ pub(crate) struct RemoteTier {
     pub(super) stats: Arc<Stats>,
     /// In-process single-flight: one fetch per ActionID, others wait for its result.
     flights: Mutex<HashMap<ActionId, Arc<Flight>>>,
+    /// Everything the remote held at start-up, when it was small (see [`SMALL_REMOTE`]).
+    listed: std::sync::OnceLock<std::collections::HashSet<ActionId>>,
     /// Entries a pack being read will deliver (see `pack.rs`).
     pub(super) packed: super::pack::Slots,
     queue: mpsc::Sender<Upload>,
@@ -128,6 +135,7 @@ impl RemoteTier {
             stats,
             flights: Mutex::new(HashMap::new()),
             packed: Default::default(),
+            listed: std::sync::OnceLock::new(),
             queue: tx,
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
@@ -136,6 +144,8 @@ impl RemoteTier {
         tokio::spawn(dispatch(Arc::downgrade(&tier), rx));
         let t = Arc::clone(&tier);
         tokio::spawn(async move { t.ready().await });
+        let t = Arc::clone(&tier);
+        tokio::spawn(async move { t.list_if_small().await });
         tier
     }
 
@@ -167,22 +177,8 @@ impl RemoteTier {
         f.contains_key(action)
     }
 
-    /// With `fslock`, a named lock in the lock dir (blocking); `None` otherwise or when it
-    /// cannot be taken (warned once: fetching unlocked is only wasteful).
-    pub(super) fn lock_file(&self, name: &str) -> Option<FileLock> {
-        if self.lock_type != LockType::Fslock {
-            return None;
-        }
-        match FileLock::acquire(self.lock_dir.join(name)) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                self.stats.warn_once("lock", &format!("fetch lock: {e}"));
-                None
-            }
-        }
-    }
-
-    /// With `fslock`: `Ok(None)` while another process holds the named lock.
+    /// With `fslock`, a named lock in the lock dir without waiting: `Ok(None)` while another
+    /// process holds it (and without fslock).
     pub(super) fn try_lock_file(&self, name: &str) -> io::Result<Option<FileLock>> {
         if self.lock_type != LockType::Fslock {
             return Ok(None);
@@ -207,6 +203,22 @@ impl RemoteTier {
                 self.backend.breaker.disable(e.to_string());
             }
             self.stats.warn_once("remote-startup", &msg);
+        }
+    }
+
+    /// Lists the remote whole if it is small. Any failure just leaves every get asking it.
+    async fn list_if_small(&self) {
+        match self.backend.list_some(&self.prefix, SMALL_REMOTE).await {
+            Ok((objects, true)) => {
+                let ids = objects
+                    .iter()
+                    .filter_map(|o| o.key.strip_prefix(&self.prefix))
+                    .filter_map(|hex| ActionId::from_hex(hex).ok())
+                    .collect();
+                let _ = self.listed.set(ids);
+            }
+            Ok((_, false)) => {}
+            Err(e) => tracing::debug!("listing {}: {e}", self.location()),
         }
     }
 
@@ -249,6 +261,16 @@ impl RemoteTier {
     /// wait, then find it locally.
     async fn fetch_locked(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
         self.ready().await;
+        if self.listed.get().is_some_and(|ids| !ids.contains(&action)) {
+            match origin {
+                Origin::Get => {
+                    Stats::add(&self.stats.remote_misses, 1);
+                    Stats::add(&self.stats.remote_absent, 1);
+                }
+                Origin::Prefetch => Stats::add(&self.stats.prefetch_missing, 1),
+            }
+            return None;
+        }
         let _guard = if self.lock_type == LockType::Fslock {
             let path = self.lock_dir.join(lock_stripe(&action));
             match tokio::task::spawn_blocking(move || FileLock::acquire(path)).await {

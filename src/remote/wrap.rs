@@ -37,6 +37,9 @@ impl Backend for ReadOnly {
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
         self.0.list(prefix).await
     }
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        self.0.list_some(prefix, max).await
+    }
 }
 
 /// Fails a fraction of calls on purpose (`-error-rate`), to test that failures stay misses.
@@ -80,5 +83,9 @@ impl Backend for Faulty {
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
         self.roll("list")?;
         self.inner.list(prefix).await
+    }
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        self.roll("list")?;
+        self.inner.list_some(prefix, max).await
     }
 }
