@@ -471,6 +471,10 @@ if [[ "$FLOOR" == 1 ]]; then
     rm -rf "$FLOOR_DIR"
     mkdir -p "$(dirname "$FLOOR_DIR")"
     cp -a "$NATIVE_GOCACHE" "$FLOOR_DIR"
+    # Its first run scans the copy and writes the index every later run loads (one file read).
+    echo '{"ID":1,"Command":"close"}' | "$FLOOR_BIN" "$FLOOR_DIR" >/dev/null 2>"$WORK/logs/floor-index.log" ||
+        { cat "$WORK/logs/floor-index.log" >&2; die "protocol_floor could not index $FLOOR_DIR"; }
+    [[ -s "$FLOOR_DIR/protocol_floor.idx" ]] || die "protocol_floor wrote no index in $FLOOR_DIR"
     echo "floor_copy_bytes=$(du -sb "$FLOOR_DIR" | cut -f1)" >>"$META"
     W1_SIDES=(native floor "${W1_SIDES[@]:1}")
 fi
