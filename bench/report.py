@@ -27,6 +27,7 @@ COLD_GOAL = 1.10  # W3 ours/native
 GOCACHER_RE = re.compile(
     r"cacher: closing; (\d+) gets \((\d+) hits, (\d+) misses, (\d+) errors\); (\d+) puts \((\d+) errors\)"
 )
+FLOOR_RE = re.compile(r"protocol_floor: closing; (\d+) gets \((\d+) hits, (\d+) misses\); (\d+) entries loaded")
 
 
 def load_meta(path):
@@ -51,6 +52,19 @@ def gocacher_stats(log):
     return {"gets": g[0], "hits": g[1], "misses": g[2], "get_errors": g[3], "puts": g[4], "put_errors": g[5]}
 
 
+def floor_stats(log):
+    """examples/protocol_floor prints its counters at close."""
+    try:
+        with open(log, errors="replace") as f:
+            found = FLOOR_RE.findall(f.read())
+    except OSError:
+        return None
+    if not found:
+        return None
+    g = [int(x) for x in found[-1]]
+    return {"gets": g[0], "hits": g[1], "misses": g[2], "entries": g[3], "puts": 0}
+
+
 def load_samples(path):
     rows = []
     with open(path, newline="") as f:
@@ -68,6 +82,8 @@ def load_samples(path):
                     print(f"report: cannot read {r['stats']}: {e}", file=sys.stderr)
             elif r["side"] in ("gocacher", "gcremote") and r.get("log"):
                 r["stats_data"] = gocacher_stats(r["log"])
+            elif r["side"] == "floor" and r.get("log"):
+                r["stats_data"] = floor_stats(r["log"])
             rows.append(r)
     return rows
 
@@ -118,6 +134,7 @@ def main():
     workloads = [w for w in ("build", "test", "vet") if select(rows, "warm", w)]
     has_gc = bool(select(rows, "warm", side="gocacher") or select(rows, "cold", side="gocacher"))
     gc_name = "go-cacher"
+    has_floor = bool(select(rows, "warm", side="floor"))
 
     p(f"# gobuildcache benchmark, {meta.get('date', '?')}")
     p("")
@@ -143,12 +160,15 @@ def main():
     p("- native: Go's own cache in a private GOCACHE, GOCACHEPROG unset; ours: "
       "GOCACHEPROG=gobuildcache -cache-dir DIR (private GOCACHE too); "
       "GOTOOLCHAIN=local, GOFLAGS= on every side")
+    if has_floor:
+        p("- floor (W1 only): GOCACHEPROG=`examples/protocol_floor DIR` (private GOCACHE too), DIR a copy "
+          "of native's cache taken once after its cold fill; a helper that does no work per request")
     p("")
 
     # --- medians used by the summary and the details ----------------------------------------
     w1 = {}
     for wl in workloads:
-        w1[wl] = {s: median_s(select(rows, "warm", wl, s)) for s in ("native", "ours", "gocacher")}
+        w1[wl] = {s: median_s(select(rows, "warm", wl, s)) for s in ("native", "ours", "gocacher", "floor")}
     cold_rows = select(rows, "cold", "build")
     cside = "s3" if select(rows, "cold", "build", "s3") else "ours"
     cold = {s: median_s(select(rows, "cold", "build", s)) for s in ("native", cside, "gocacher")}
@@ -178,20 +198,34 @@ def main():
     # --- summary ------------------------------------------------------------------------------
     p("## Summary (median seconds and ratios)")
     p("")
-    p(f"| workload | native | ours | ours / native | ours / W1 ours warm | {gc_name} | {gc_name} / native "
-      "| our peak RSS |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|")
+    sum_n = sum(w1[wl]["native"] for wl in workloads)
+    sum_o = sum(w1[wl]["ours"] for wl in workloads)
+    sum_g = sum(w1[wl]["gocacher"] for wl in workloads) if all(w1[wl]["gocacher"] for wl in workloads) else None
+    sum_f = sum(w1[wl]["floor"] for wl in workloads) if all(w1[wl]["floor"] for wl in workloads) else None
+    overall = sum_o / sum_n
+
+    def floor_cells(f, n, o, bold=False):
+        """The summary's floor columns: floor, floor / native, ours / floor (empty without a floor)."""
+        if not has_floor:
+            return ""
+        if f is None:
+            return " | | |"
+        b = "**" if bold else ""
+        return f" {fmt_s(f)} | {b}{ratio(f, n)}{b} | {b}{ratio(o, f)}{b} |"
+
+    fl_head = " floor | floor / native | ours / floor |" if has_floor else ""
+    p(f"| workload | native | ours | ours / native |{fl_head} ours / W1 ours warm | {gc_name} "
+      f"| {gc_name} / native | our peak RSS |")
+    p("|---|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + "---:|---:|---:|---:|")
     for wl in workloads:
         m = w1[wl]
         rss = max_rss(select(rows, "warm", wl, "ours"))
         p(f"| W1 warm local: {label[wl]} | {fmt_s(m['native'])} | {fmt_s(m['ours'])} | "
-          f"{ratio(m['ours'], m['native'])} | | {fmt_s(m['gocacher']) if m['gocacher'] else '-'} | "
+          f"{ratio(m['ours'], m['native'])} |{floor_cells(m['floor'], m['native'], m['ours'])} | "
+          f"{fmt_s(m['gocacher']) if m['gocacher'] else '-'} | "
           f"{ratio(m['gocacher'], m['native'])} | {mib(rss) if rss else '-'} |")
-    sum_n = sum(w1[wl]["native"] for wl in workloads)
-    sum_o = sum(w1[wl]["ours"] for wl in workloads)
-    sum_g = sum(w1[wl]["gocacher"] for wl in workloads) if all(w1[wl]["gocacher"] for wl in workloads) else None
-    overall = sum_o / sum_n
-    p(f"| **W1 overall** (sum of medians) | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** | | "
+    p(f"| **W1 overall** (sum of medians) | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** |"
+      f"{floor_cells(sum_f, sum_n, sum_o, bold=True)} | "
       f"{fmt_s(sum_g) if sum_g else '-'} | {ratio(sum_g, sum_n)} | |")
     w1b_n = w1.get("build", {}).get("native")
     w1b_o = w1.get("build", {}).get("ours")
@@ -201,17 +235,21 @@ def main():
         rss = max_rss(rs)
         g = w2_gc(k[1]) if k[0] == "s3" else None
         p(f"| W2 fresh local, warm remote: {w2_name(k)} | {fmt_s(w1b_n) if w1b_n else '-'}¹ | {fmt_s(m)} | "
-          f"{ratio(m, w1b_n, 2)} | {ratio(m, w1b_o, 2)} | {fmt_s(g) if g else '-'} | {ratio(g, w1b_n, 2)} | "
+          f"{ratio(m, w1b_n, 2)} |{floor_cells(None, None, None)} {ratio(m, w1b_o, 2)} | {fmt_s(g) if g else '-'} | {ratio(g, w1b_n, 2)} | "
           f"{mib(rss) if rss else '-'} |")
     if cold_rows:
         rss = max_rss(select(rows, "cold", "build", cside))
         cname = "ours+S3" if cside == "s3" else "ours"
         p(f"| W3 cold: {label['build']} ({cname}) | {fmt_s(cold['native'])} | {fmt_s(cold[cside])} | "
-          f"**{ratio(cold[cside], cold['native'])}** | | "
+          f"**{ratio(cold[cside], cold['native'])}** |{floor_cells(None, None, None)} | "
           f"{fmt_s(cold['gocacher']) if cold['gocacher'] else '-'} | {ratio(cold['gocacher'], cold['native'])} | "
           f"{mib(rss) if rss else '-'} |")
     p("")
     notes = [f"W1 goal ours/native ≤ {GOAL:.2f} (≤ {TARGET:.2f} for now)"]
+    if has_floor:
+        notes.append("floor: a GOCACHEPROG helper that does no work (W1 only), so floor / native is the go "
+                     "command's own GOCACHEPROG cost, the least ours / native can be, and ours / floor is "
+                     "what our helper adds")
     if cold_rows:
         notes.append(f"W3 goal ≤ {COLD_GOAL:.2f}")
     if w2_keys:
@@ -232,22 +270,35 @@ def main():
     p("## W1 warm-local (median seconds)")
     p("")
     gc_head = f" {gc_name} | {gc_name}/native |" if has_gc else ""
-    p(f"| workload | native | ours | ours/native | (ratio of fastest runs) |{gc_head}")
-    p("|---|---:|---:|---:|---:|" + ("---:|---:|" if has_gc else ""))
+    fl_head = " floor | floor/native | ours/floor |" if has_floor else ""
+    p(f"| workload | native | ours | ours/native | (ratio of fastest runs) |{fl_head}{gc_head}")
+    p("|---|---:|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + ("---:|---:|" if has_gc else ""))
     for wl in workloads:
         ns = [r["seconds"] for r in select(rows, "warm", wl, "native")]
         os_ = [r["seconds"] for r in select(rows, "warm", wl, "ours")]
         n, o = w1[wl]["native"], w1[wl]["ours"]
-        g = w1[wl]["gocacher"]
+        g, f = w1[wl]["gocacher"], w1[wl]["floor"]
         gc_cells = f" {fmt_s(g) if g else '-'} | {ratio(g, n)} |" if has_gc else ""
-        p(f"| {label[wl]} | {fmt_s(n)} | {fmt_s(o)} | {o / n:.3f} | ({min(os_) / min(ns):.3f}) |{gc_cells}")
+        fl_cells = f" {fmt_s(f) if f else '-'} | {ratio(f, n)} | {ratio(o, f)} |" if has_floor else ""
+        p(f"| {label[wl]} | {fmt_s(n)} | {fmt_s(o)} | {o / n:.3f} | ({min(os_) / min(ns):.3f}) |"
+          f"{fl_cells}{gc_cells}")
     geo = math.exp(statistics.mean(math.log(w1[wl]["ours"] / w1[wl]["native"]) for wl in workloads))
     gc_cells = f" {fmt_s(sum_g) if sum_g else '-'} | {ratio(sum_g, sum_n)} |" if has_gc else ""
-    p(f"| **overall (sum of medians)** | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** | |{gc_cells}")
+    fl_cells = (f" {fmt_s(sum_f) if sum_f else '-'} | **{ratio(sum_f, sum_n)}** | **{ratio(sum_o, sum_f)}** |"
+                if has_floor else "")
+    p(f"| **overall (sum of medians)** | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** | |"
+      f"{fl_cells}{gc_cells}")
     p("")
     p(f"Geometric mean of our per-workload ratios: {geo:.3f}. "
       f"Target ≤ {TARGET:.2f}, goal ≤ {GOAL:.2f}. The fastest-runs column compares the fastest run of "
       "each side, a cross-check when other load on the machine only ever adds time.")
+    if has_floor:
+        p("")
+        p("The floor is `examples/protocol_floor`, a GOCACHEPROG helper that does no work: it answers "
+          "each get from memory (a copy of native's filled cache, preloaded at start, DiskPath pointing "
+          "at native's own files), so floor / native is what the go command's own GOCACHEPROG path costs "
+          "(a JSON request and response over a pipe per get), the least any helper's ratio to native can "
+          "be, and ours / floor is what our helper adds on top.")
     p("")
 
     # --- helper stats on warm runs -----------------------------------------------------------
@@ -306,6 +357,21 @@ def main():
             for wl in workloads if any(r["stats_data"] for r in select(rows, "warm", wl, "gocacher")))
         p(f"{gc_name} (its `-verbose` counters at close): hits == gets on every measured warm run: "
           f"{'yes' if not bad else '**NO** (see warnings)'} ({per}).")
+    if has_floor:
+        bad = [r for r in select(rows, "warm", side="floor")
+               if not r["stats_data"] or r["stats_data"]["hits"] != r["stats_data"]["gets"]]
+        for r in bad:
+            s = r["stats_data"]
+            warnings.append(f"floor {label[r['workload']]} rep {r['rep']}: "
+                            + (f"not all hits (gets {s['gets']}, hits {s['hits']})" if s else "no counters in its log"))
+        per = ", ".join(
+            f"{label[wl]} {int(statistics.median(r['stats_data']['gets'] for r in select(rows, 'warm', wl, 'floor') if r['stats_data']))} gets"
+            for wl in workloads if any(r["stats_data"] for r in select(rows, "warm", wl, "floor")))
+        entries = [r["stats_data"]["entries"] for r in select(rows, "warm", side="floor") if r["stats_data"]]
+        p("")
+        p(f"floor (its counters at close): hits == gets on every measured warm run: "
+          f"{'yes' if not bad else '**NO** (see warnings)'} ({per}; {max(entries) if entries else 0} entries "
+          "preloaded from the copy of native's cache).")
     p("")
 
     # --- cold fill (one sample, informational) -----------------------------------------------
@@ -519,7 +585,7 @@ def main():
     p("")
     for phase in ("warm", "cold"):
         for wl in workloads:
-            for side in ("native", "ours", "s3", "gocacher"):
+            for side in ("native", "floor", "ours", "s3", "gocacher"):
                 xs = [r["seconds"] for r in select(rows, phase, wl, side)]
                 if xs:
                     p(f"- {phase} {label[wl]}, {side}: " + ", ".join(fmt_s(x) for x in xs))

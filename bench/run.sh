@@ -5,7 +5,8 @@
 # it to bench/results/latest.md. See bench/README.md for the workloads and every knob.
 #
 # Environment knobs (all optional):
-#   BENCH_REPS=5          W1 measured reps per workload and side (alternating native, ours, go-cacher)
+#   BENCH_REPS=5          W1 measured reps per workload and side (alternating native, floor, ours,
+#                         go-cacher)
 #   BENCH_WARMUP=2        W1 uncounted warm-up runs per workload and side, after the cold fill
 #   BENCH_REMOTE=1        1: W3 with ours+S3 and W2 (moto_server behind toxiproxy on 127.0.0.1);
 #                         0: no remote (W1 only, or W3 local-only with BENCH_COLD=1); auto: 1 if
@@ -14,6 +15,10 @@
 #                         toxiproxy-server; `go install` for go-cacher); 0: fail if one is missing
 #   BENCH_GOCACHER=1      1: include bradfitz/go-tool-cache's go-cacher (disk) in W1 and W3, and in
 #                         W2 with its HTTP cache server gocached behind the same toxiproxy; 0: skip
+#   BENCH_FLOOR=1         1: include the "floor" side in W1: examples/protocol_floor, a helper that
+#                         does no work (answers gets from a copy of the native side's filled cache,
+#                         preloaded in memory), i.e. what the go command's GOCACHEPROG path itself
+#                         costs; 0: skip it
 #   BENCH_GOCACHER_VERSION=v0.0.0-20260722201841-0bb331e19f64   the go-tool-cache module version
 #   BENCH_COLD=0          1 (with BENCH_REMOTE=0): W3 with ours local-only
 #   BENCH_COLD_REPS=2     W3 reps per side
@@ -23,7 +28,8 @@
 #   BENCH_W2_PREFETCH=    empty: the helper's default; else a list of GOBUILDCACHE_PREFETCH values
 #                         to compare in the same run, e.g. "on off"
 #   BENCH_MANIFEST_KEY=   if set, GOBUILDCACHE_MANIFEST_KEY for every remote run (fill and W2)
-#   BENCH_BUILD=1         0: skip `cargo build --release` (use the binary already built)
+#   BENCH_BUILD=1         0: skip `cargo build --release` and `cargo build --release --example
+#                         protocol_floor` (use the binaries already built)
 #   BENCH_BIN=path        benchmark this helper binary instead of target/release/gobuildcache
 #   BENCH_BUILD_PKGS=std  what `go build` builds (a small package, e.g. fmt, for a smoke test)
 #   BENCH_TEST_PKGS="strings strconv bytes encoding/json"   packages for `go test`
@@ -50,6 +56,7 @@ MANIFEST_KEY="${BENCH_MANIFEST_KEY:-}"
 REMOTE="${BENCH_REMOTE:-1}"
 INSTALL="${BENCH_INSTALL:-1}"
 GOCACHER="${BENCH_GOCACHER:-1}"
+FLOOR="${BENCH_FLOOR:-1}"
 GOCACHER_VERSION="${BENCH_GOCACHER_VERSION:-v0.0.0-20260722201841-0bb331e19f64}"
 GOCACHER_MOD=github.com/bradfitz/go-tool-cache
 DO_BUILD="${BENCH_BUILD:-1}"
@@ -73,7 +80,7 @@ done
 # W2 modes: "default" leaves GOBUILDCACHE_PREFETCH unset (the helper's own default).
 read -r -a MODES <<<"$W2_PREFETCH"
 ((${#MODES[@]} == 0)) && MODES=(default)
-for v in GOCACHER W2_DISK INSTALL COLD; do
+for v in GOCACHER FLOOR W2_DISK INSTALL COLD; do
     [[ "${!v}" == 0 || "${!v}" == 1 ]] || die "BENCH_$v must be 0 or 1, got '${!v}'"
 done
 
@@ -139,6 +146,17 @@ else
     SRC_BIN="$ROOT/target/release/gobuildcache"
 fi
 [[ -x "$SRC_BIN" ]] || die "helper binary $SRC_BIN missing or not executable (build it or set BENCH_BIN)"
+# The floor helper (examples/protocol_floor.rs): built from this tree whatever BENCH_BIN says.
+SRC_FLOOR="$ROOT/target/release/examples/protocol_floor"
+if [[ "$FLOOR" == 1 ]]; then
+    if [[ "$DO_BUILD" != 0 ]]; then
+        command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH (BENCH_BUILD=0 or BENCH_FLOOR=0)"
+        note "cargo build --release --example protocol_floor"
+        (cd "$ROOT" && cargo build --release --quiet --example protocol_floor) ||
+            die "cargo build --release --example protocol_floor failed (BENCH_FLOOR=0 skips the floor)"
+    fi
+    [[ -x "$SRC_FLOOR" ]] || die "floor helper $SRC_FLOOR missing (build it, or BENCH_FLOOR=0 skips it)"
+fi
 
 # --- private scratch space ---------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gobuildcache-bench.XXXXXX")"
@@ -171,6 +189,10 @@ trap 'exit 143' TERM
 mkdir -p "$WORK/bin" "$WORK/logs" "$WORK/stats"
 BIN="$WORK/bin/gobuildcache"
 cp "$SRC_BIN" "$BIN"
+if [[ "$FLOOR" == 1 ]]; then
+    FLOOR_BIN="$WORK/bin/protocol_floor"
+    cp "$SRC_FLOOR" "$FLOOR_BIN"
+fi
 if [[ "$GOCACHER" == 1 ]]; then
     GC_BIN="$WORK/bin/go-cacher"
     cp "$GC_SRC" "$GC_BIN"
@@ -197,6 +219,8 @@ OURS_GOCACHE="$WORK/ours/gocache"
 OURS_DIR="$WORK/ours/cache"
 GC_GOCACHE="$WORK/gocacher/gocache"
 GC_DIR="$WORK/gocacher/cache"
+FLOOR_GOCACHE="$WORK/floor/gocache"
+FLOOR_DIR="$WORK/floor/native-copy"
 
 workload_args() {
     case "$1" in
@@ -240,10 +264,11 @@ remote_env() {
 HELPER_WARN_RE='^ *(WARN|ERROR) |^gobuildcache: (error|warning)'
 
 # run_go PHASE WORKLOAD SIDE REP: one timed go invocation; appends a row to $SAMPLES.
-# Sides: native (Go's own cache), ours (our helper, local tier only), gocacher (go-cacher's
-# disk cache), s3 / disk (our helper with a remote tier), gcremote (go-cacher with gocached
-# behind toxiproxy). ours and gocacher keep their W1 caches, except gocacher in W3 (phase
-# cold); s3, disk and gcremote get a brand-new GOCACHE and -cache-dir for every run.
+# Sides: native (Go's own cache), floor (protocol_floor on a copy of native's filled cache),
+# ours (our helper, local tier only), gocacher (go-cacher's disk cache), s3 / disk (our helper
+# with a remote tier), gcremote (go-cacher with gocached behind toxiproxy). ours and gocacher
+# keep their W1 caches, except gocacher in W3 (phase cold); s3, disk and gcremote get a
+# brand-new GOCACHE and -cache-dir for every run.
 run_go() {
     local phase=$1 wl=$2 side=$3 rep=$4
     local tag="$phase-$wl-$side-$rep"
@@ -255,6 +280,7 @@ run_go() {
     local gocache dir
     case "$side" in
     native) gocache=$NATIVE_GOCACHE ;;
+    floor) gocache=$FLOOR_GOCACHE ;;
     ours) gocache=$OURS_GOCACHE dir=$OURS_DIR ;;
     gocacher) gocache=$GC_GOCACHE dir=$GC_DIR ;;
     s3 | disk | gcremote) fresh=1 ;;
@@ -271,6 +297,12 @@ run_go() {
     native)
         t0=$(now_ns)
         (cd "$WORK" && GOCACHE="$gocache" go "${args[@]}") >"$log" 2>&1 || rc=$?
+        t1=$(now_ns)
+        ;;
+    floor)
+        t0=$(now_ns)
+        (cd "$WORK" && GOCACHE="$gocache" GOCACHEPROG="$FLOOR_BIN $FLOOR_DIR" \
+            go "${args[@]}") >"$log" 2>&1 || rc=$?
         t1=$(now_ns)
         ;;
     gocacher | gcremote)
@@ -408,6 +440,8 @@ META="$WORK/meta.env"
     echo "w2_disk=$W2_DISK"
     echo "manifest_key=${MANIFEST_KEY:-(helper default)}"
     echo "gocacher=$GOCACHER"
+    echo "floor=$FLOOR"
+    [[ "$FLOOR" == 1 ]] && echo "floor_sha256=$(sha256sum "$FLOOR_BIN" | cut -c1-16)"
     [[ "$GOCACHER" == 1 ]] && echo "gocacher_version=$GOCACHER_MOD $(gocacher_version "$GC_BIN")"
     if [[ "$REMOTE" == 1 ]]; then
         echo "moto=$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo unknown)"
@@ -430,6 +464,20 @@ note "W1: filling every cache (cold, not counted): ${W1_SIDES[*]}"
 for wl in "${WORKLOADS[@]}"; do
     for side in "${W1_SIDES[@]}"; do run_go fill "$wl" "$side" 1; done
 done
+if [[ "$FLOOR" == 1 ]]; then
+    # The floor answers from its own copy of native's filled cache, taken once, so native's own
+    # runs (which touch its files) never change it under the floor.
+    note "W1: copying the native cache for the floor side"
+    rm -rf "$FLOOR_DIR"
+    mkdir -p "$(dirname "$FLOOR_DIR")"
+    cp -a "$NATIVE_GOCACHE" "$FLOOR_DIR"
+    # Its first run scans the copy and writes the index every later run loads (one file read).
+    echo '{"ID":1,"Command":"close"}' | "$FLOOR_BIN" "$FLOOR_DIR" >/dev/null 2>"$WORK/logs/floor-index.log" ||
+        { cat "$WORK/logs/floor-index.log" >&2; die "protocol_floor could not index $FLOOR_DIR"; }
+    [[ -s "$FLOOR_DIR/protocol_floor.idx" ]] || die "protocol_floor wrote no index in $FLOOR_DIR"
+    echo "floor_copy_bytes=$(du -sb "$FLOOR_DIR" | cut -f1)" >>"$META"
+    W1_SIDES=(native floor "${W1_SIDES[@]:1}")
+fi
 if ((WARMUP > 0)); then
     note "W1: $WARMUP warm-up run(s) per side (not counted)"
     for ((i = 1; i <= WARMUP; i++)); do
