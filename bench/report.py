@@ -510,7 +510,8 @@ def main():
         # New counters (a warm-start manifest / prefetch) are shown whatever their names.
         extra_keys = sorted({key for k in ours_w2 for r in w2_rows(k) if r["stats_data"]
                              for key, v in r["stats_data"].items()
-                             if isinstance(v, (int, float)) and ("prefetch" in key or "manifest" in key)})
+                             if isinstance(v, (int, float))
+                             and any(w in key for w in ("prefetch", "manifest", "pack", "absent"))})
         p("| remote | gets | hits | remote_hits | local_hits | misses | remote_errors | bytes_down | "
           "get p50 / p90 / p99 / max (µs) | gets×p50 / wall | peak RSS max |"
           + "".join(f" {key} |" for key in extra_keys))
@@ -569,6 +570,14 @@ def main():
               f"uploads, {mib(x['bytes_up'])} up, uploads_not_done {x['uploads_not_done']}, "
               f"queue high water {x['upload_queue_high_water']}"
               f"{', remote dir ' + mib(int(meta['remote_disk_bytes'])) if meta.get('remote_disk_bytes') else ''}.")
+        for r in select(rows, "pack"):
+            x = r["stats_data"]
+            p("")
+            p(f"First fresh run on the {w2_name((r['side'], r['lat'], r['mode']))} remote after its cold fill "
+              f"(not counted): {fmt_s(r['seconds'])} s"
+              + (f", {x['remote_downloads']} entries fetched, {x.get('pack_entries', 0)} of them from a pack; "
+                 f"published a warm-start pack of {x.get('pack_published', 0)} entries at close" if x else "")
+              + ". The W2 reps above start from that pack.")
         for r in select(rows, "fill-gc"):
             x = r["stats_data"]
             p("")
