@@ -654,8 +654,10 @@ pub fn a_small_remote_is_listed_once(store: &dyn Store) {
     let (go2, s2) = r.fresh(store, "warm", &[]);
     go2.ok(&["build", "./..."]);
     let st = stats(&s2);
-    assert_eq!(st.remote_absent, 0, "everything was listed: {st:?}");
+    // Only the main package's link, never cached, is not in the store.
     assert_warm(&st, 1);
+    assert!(st.remote_hits > 0, "{st:?}");
+    assert!(st.remote_absent <= st.misses, "{st:?}");
 }
 
 /// The shared suite, once per store; `$store` makes a fresh store for each test.

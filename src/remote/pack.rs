@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -93,14 +94,19 @@ impl Slots {
     }
 
     /// The entry once the pack has stored it; `None` at once when no pack being read will
-    /// deliver it soon, or later if the pack gives up on it (then the caller fetches it).
-    pub(crate) async fn wait(&self, action: &ActionId) -> Option<Entry> {
+    /// deliver it soon, or later if the pack gives up on it or takes longer than `patience`
+    /// (a crawling stream must not hold a get longer than its own fetch would take). On
+    /// `None` the caller fetches it itself.
+    pub(crate) async fn wait(&self, action: &ActionId, patience: Duration) -> Option<Entry> {
         let slot = self.lock().get(action).cloned()?;
         if slot.offset > self.at.load(Ordering::Acquire) + NEAR {
             return None;
         }
         let mut rx = slot.rx;
-        let got = rx.wait_for(|v| v.is_some()).await.ok()?;
+        let got = tokio::time::timeout(patience, rx.wait_for(|v| v.is_some()))
+            .await
+            .ok()?
+            .ok()?;
         got.clone()
     }
 }
@@ -165,7 +171,7 @@ impl RemoteTier {
                     if let Ok(Some(_)) = self.try_lock_file(LOCK) {
                         break;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 return HashSet::new();
             }

@@ -225,7 +225,11 @@ impl RemoteTier {
     /// Fetches an entry into the local tier; `None` on a miss or any failure (fail-open).
     pub async fn fetch(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
         if origin == Origin::Get {
-            if let Some(e) = self.packed.wait(&action).await {
+            if let Some(e) = self
+                .packed
+                .wait(&action, self.backend.limits.get_timeout)
+                .await
+            {
                 Stats::add(&self.stats.prefetch_joined, 1);
                 return Some(e);
             }
