@@ -293,6 +293,9 @@ run_go() {
         rm -rf "$WORK/fresh/$tag"
     fi
     mkdir -p "$gocache"
+    # Every run starts with no dirty pages: a few GB written by earlier runs would otherwise
+    # throttle a later run's writes (writeback), whichever side it is.
+    sync
     case "$side" in
     native)
         t0=$(now_ns)

@@ -561,8 +561,7 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
     // The next helper on that dir finds everything local: nothing to pack.
     go2.ok(&["test", "./..."]);
     assert_eq!(stats(&s2).pack_published, 0);
-    let packs = pack_keys(store);
-    assert_eq!(packs.len(), 1, "{:?}", store.keys());
+    assert_eq!(pack_keys(store).len(), 1, "{:?}", store.keys());
 
     let (pa, pb) = (r.t.path("pa.json"), r.t.path("pb.json"));
     let a = start_prefetch(&r, store, "local-shared", &pa);
@@ -580,7 +579,9 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
     assert_eq!(sa.remote_downloads + sb.remote_downloads, entries);
     for s in [&sa, &sb] {
         assert_eq!(s.remote_errors + s.remote_corrupt, 0, "{s:?}");
-        assert_eq!(s.pack_published, 0, "{s:?}");
+        // A new pack only if the one found left a quarter to fetch one by one.
+        let single = s.remote_downloads - s.pack_entries;
+        assert!(s.pack_published == 0 || single * 4 >= entries, "{s:?}");
     }
     assert_bodies_intact(&r.t.path("local-shared"));
 
@@ -591,7 +592,7 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
     assert_eq!(st.local_hits, st.hits, "{st:?}");
     assert_eq!(st.pack_published, 0, "{st:?}");
     assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app3).unwrap());
-    assert_eq!(pack_keys(store), packs);
+    assert!(pack_keys(store).len() <= gobuildcache::remote::pack::KEEP);
 }
 
 /// A damaged pack is reported once and deleted; what it could not deliver is fetched one
@@ -629,7 +630,7 @@ pub fn a_damaged_pack_is_dropped(store: &dyn Store) {
         st.manifest_entries,
         "the rest came one by one: {st:?}"
     );
-    assert!(pack_keys(store).is_empty(), "{:?}", store.keys());
+    assert!(!pack_keys(store).contains(&packs[0]), "{:?}", store.keys());
 
     let (go3, s3) = r.fresh(store, "after", &[]);
     let app3 = r.t.path("app3");

@@ -296,12 +296,13 @@ impl Prefetch {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .unwrap_or_default();
-        if used.is_empty() {
+        if used.is_empty() && found.manifest.is_empty() {
             return;
         }
         let known: HashSet<&ActionId> = found.manifest.entries.iter().map(|e| &e.0).collect();
-        // Nothing new when the newest manifest already lists all of it.
-        let new = !(found.from_own && used.iter().all(|a| known.contains(a)));
+        // Nothing new when the newest manifest already lists all of it. A run that used
+        // nothing (`gobuildcache prefetch`) publishes no manifest, but may publish a pack.
+        let new = !used.is_empty() && !(found.from_own && used.iter().all(|a| known.contains(a)));
         let next = found.manifest.next(&used);
         let dir = manifest::dir_key(self.tier.prefix(), &self.names.key);
         if new {
@@ -318,7 +319,12 @@ impl Prefetch {
         }
         let s = self.stats();
         let single = Stats::get(&s.remote_downloads).saturating_sub(Stats::get(&s.pack_entries));
-        if !pack::worth_publishing(single, used.len() as u64) {
+        let wanted = if used.is_empty() {
+            next.len()
+        } else {
+            used.len()
+        };
+        if !pack::worth_publishing(single, wanted as u64) {
             return;
         }
         let key = pack::key(&dir, SystemTime::now());
