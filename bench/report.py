@@ -573,7 +573,7 @@ def main():
         for r in select(rows, "pack"):
             x = r["stats_data"]
             p("")
-            p(f"First fresh run on the {w2_name((r['side'], r['lat'], r['mode']))} remote after its cold fill "
+            p(f"First fresh run on {w2_name((r['side'], r['lat'], r['mode']))} after its cold fill "
               f"(not counted): {fmt_s(r['seconds'])} s"
               + (f", {x['remote_downloads']} entries fetched, {x.get('pack_entries', 0)} of them from a pack; "
                  f"published a warm-start pack of {x.get('pack_published', 0)} entries at close" if x else "")

@@ -302,7 +302,8 @@ impl Prefetch {
         let known: HashSet<&ActionId> = found.manifest.entries.iter().map(|e| &e.0).collect();
         // Nothing new when the newest manifest already lists all of it. A run that used
         // nothing (`gobuildcache prefetch`) publishes no manifest, but may publish a pack.
-        let new = !used.is_empty() && !(found.from_own && used.iter().all(|a| known.contains(a)));
+        let listed = found.from_own && used.iter().all(|a| known.contains(a));
+        let new = !used.is_empty() && !listed;
         let next = found.manifest.next(&used);
         let dir = manifest::dir_key(self.tier.prefix(), &self.names.key);
         if new {
