@@ -52,6 +52,12 @@ pub const MIN_SINGLE: u64 = 16;
 /// A get waits for the pack only for an entry this close to what the stream has read: at
 /// the stream's pace that is well under a second; further on, one GET of its own is faster.
 const NEAR: u64 = 32 << 20;
+/// Frames up to this size are read whole and stored by a second thread while the stream
+/// reads on (decompressing, hashing and creating files is the ingest's work; one thread
+/// could not keep up with a fast store). Bigger frames are stored as they stream. The queue
+/// bounds what is held in memory to `QUEUE` × this.
+const SMALL_FRAME: u64 = 1 << 20;
+const QUEUE: usize = 8;
 /// The lock (with fslock) one helper holds while it streams a pack into a local dir, so
 /// helpers sharing the dir do not download it twice.
 const LOCK: &str = "pack.lock";
@@ -93,6 +99,17 @@ impl Slots {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Hands the stored entry to whoever waits for it.
+    fn keep(&self, action: &ActionId, tx: watch::Sender<Option<Entry>>, e: Entry) {
+        tx.send_replace(Some(e));
+        self.forget(action);
+    }
+
+    /// No longer promised (its waiters, once the sender is dropped, fetch it themselves).
+    fn forget(&self, action: &ActionId) {
+        self.lock().remove(action);
+    }
+
     /// The entry once the pack has stored it; `None` at once when no pack being read will
     /// deliver it soon, or later if the pack gives up on it or takes longer than `patience`
     /// (a crawling stream must not hold a get longer than its own fetch would take). On
@@ -128,15 +145,6 @@ impl Promises<'_> {
     fn take(&mut self, i: usize) -> Option<(ActionId, watch::Sender<Option<Entry>>)> {
         self.tx[i].take()
     }
-
-    fn keep(&self, action: &ActionId, tx: watch::Sender<Option<Entry>>, e: Entry) {
-        tx.send_replace(Some(e));
-        self.slots.lock().remove(action);
-    }
-
-    fn drop_one(&self, action: &ActionId) {
-        self.slots.lock().remove(action);
-    }
 }
 
 impl Drop for Promises<'_> {
@@ -159,7 +167,7 @@ impl RemoteTier {
         key: &str,
         wanted: HashSet<ActionId>,
         stop: Arc<AtomicBool>,
-        mark: impl Fn(ActionId) + Send + 'static,
+        mark: impl Fn(ActionId) + Send + Sync + 'static,
     ) -> HashSet<ActionId> {
         self.ready().await;
         // Another helper streaming a pack into this local dir: wait for it, then let the
@@ -250,7 +258,7 @@ impl RemoteTier {
         input: &mut R,
         wanted: &HashSet<ActionId>,
         stop: &AtomicBool,
-        mark: &dyn Fn(ActionId),
+        mark: &(dyn Fn(ActionId) + Sync),
         taken: &mut HashSet<ActionId>,
     ) -> Result<(), Failure> {
         let io_err = |e: io::Error| match e.kind() {
@@ -278,37 +286,80 @@ impl RemoteTier {
             offset += len;
         }
         slots.at.store(0, Ordering::Release);
-        for (i, (action, len)) in index.iter().enumerate() {
-            if stop.load(Ordering::Acquire) {
-                break;
-            }
-            let mut frame = (&mut *input).take(*len);
-            if let Some((action, tx)) = promises.take(i) {
-                match self.store_frame(&mut frame, &action, mark, taken)? {
-                    Some(e) => promises.keep(&action, tx, e),
-                    None => promises.drop_one(&action),
+        let stored = Mutex::new(std::mem::take(taken));
+        let failed: Mutex<Option<Failure>> = Mutex::new(None);
+        let fail = |f: Failure| {
+            let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(f);
+        };
+        let has_failed = || failed.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let store =
+            |frame: &mut dyn Read, action: ActionId, tx: watch::Sender<Option<Entry>>| match self
+                .store_frame(frame, &action, mark, &stored)
+            {
+                Ok(Some(e)) => slots.keep(&action, tx, e),
+                Ok(None) => slots.forget(&action),
+                Err(f) => {
+                    slots.forget(&action);
+                    fail(f);
                 }
+            };
+        let read = std::thread::scope(|scope| -> Result<(), Failure> {
+            let (jobs, queue) =
+                std::sync::mpsc::sync_channel::<(ActionId, watch::Sender<Option<Entry>>, Vec<u8>)>(
+                    QUEUE,
+                );
+            scope.spawn(|| {
+                for (action, tx, buf) in queue {
+                    if has_failed() {
+                        slots.forget(&action);
+                        continue;
+                    }
+                    store(&mut &buf[..], action, tx);
+                }
+            });
+            for (i, (action, len)) in index.iter().enumerate() {
+                if stop.load(Ordering::Acquire) || has_failed() {
+                    break;
+                }
+                let mut frame = (&mut *input).take(*len);
+                if let Some((action, tx)) = promises.take(i) {
+                    if *len <= SMALL_FRAME {
+                        let mut buf = Vec::with_capacity(*len as usize);
+                        frame.read_to_end(&mut buf).map_err(io_err)?;
+                        if jobs.send((action, tx, buf)).is_err() {
+                            break;
+                        }
+                    } else {
+                        store(&mut frame, action, tx);
+                    }
+                }
+                // Whatever of the frame was not read (an entry not taken).
+                io::copy(&mut frame, &mut io::sink()).map_err(io_err)?;
+                if frame.limit() > 0 {
+                    return Err(Failure::Corrupt(format!(
+                        "cut short in the frame of {action}"
+                    )));
+                }
+                slots.at.fetch_add(*len, Ordering::Release);
             }
-            // Whatever of the frame was not read (an entry not taken).
-            io::copy(&mut frame, &mut io::sink()).map_err(io_err)?;
-            if frame.limit() > 0 {
-                return Err(Failure::Corrupt(format!(
-                    "cut short in the frame of {action}"
-                )));
-            }
-            slots.at.fetch_add(*len, Ordering::Release);
+            Ok(())
+        });
+        *taken = stored.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(f);
         }
-        Ok(())
+        read
     }
 
     /// Stores one frame's entry, unless a get or another process got it meanwhile; the entry
     /// when it is local after.
-    fn store_frame<R: Read>(
+    fn store_frame(
         &self,
-        frame: &mut R,
+        frame: &mut dyn Read,
         action: &ActionId,
-        mark: &dyn Fn(ActionId),
-        taken: &mut HashSet<ActionId>,
+        mark: &(dyn Fn(ActionId) + Sync),
+        taken: &Mutex<HashSet<ActionId>>,
     ) -> Result<Option<Entry>, Failure> {
         if self.in_flight(action) {
             return Ok(None);
@@ -342,7 +393,10 @@ impl RemoteTier {
                 Error::Integrity(m) => Failure::Corrupt(m),
                 other => Failure::Local(other.to_string()),
             })?;
-        taken.insert(*action);
+        taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*action);
         Stats::add(&self.stats.bytes_down, entry.size);
         Stats::add(&self.stats.remote_downloads, 1);
         Stats::add(&self.stats.prefetch_fetched, 1);
