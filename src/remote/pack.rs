@@ -29,12 +29,12 @@ use tokio::sync::watch;
 
 use super::idle::IdleTimeout;
 use super::object::{self, Header, HEADER_LEN};
-use super::tier::{Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT};
-use super::{Backend, BackendError, PutOutcome};
+use super::tier::{store_object, Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT};
+use super::{Backend, BackendError};
 use crate::ids::ActionId;
 use crate::local::Lookup;
 use crate::stats::Stats;
-use crate::{Entry, Error};
+use crate::Entry;
 
 const MAGIC: &[u8; 4] = b"GBCP";
 const VERSION: u8 = 1;
@@ -371,28 +371,7 @@ impl RemoteTier {
             return Ok(Some(e));
         }
         mark(*action);
-        let mut pending = self
-            .local
-            .begin_put()
-            .map_err(|e| Failure::Local(e.to_string()))?;
-        let h = object::decode(frame, &mut pending).map_err(|e| match e {
-            object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
-            object::DecodeError::Io(e) => {
-                Failure::Backend(BackendError::Transient(format!("reading pack: {e}")))
-            }
-        })?;
-        if h.action_id != *action {
-            return Err(Failure::Corrupt(format!(
-                "its index says {action}, the object says {}",
-                h.action_id
-            )));
-        }
-        let entry = pending
-            .commit_at(action, &h.output_id, Some(h.size), h.time)
-            .map_err(|e| match e {
-                Error::Integrity(m) => Failure::Corrupt(m),
-                other => Failure::Local(other.to_string()),
-            })?;
+        let entry = store_object(&self.local, frame, action)?;
         taken
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -427,17 +406,7 @@ impl RemoteTier {
         if count == 0 {
             return Ok(0);
         }
-        match self.backend.put(key, &tmp.0, size).await {
-            Ok(PutOutcome::Stored) => {
-                Stats::add(&self.stats.bytes_up, size);
-                Ok(count)
-            }
-            Ok(PutOutcome::AlreadyExists) => Err(UploadError::Failed(
-                "an object with that name exists".into(),
-            )),
-            Err(BackendError::Unavailable(m)) => Err(UploadError::Unavailable(m)),
-            Err(e) => Err(UploadError::Failed(e.to_string())),
-        }
+        self.put_new(key, &tmp, size).await.map(|()| count)
     }
 
     /// Returns (entries, bytes) written: the index first (its lengths filled in last), then

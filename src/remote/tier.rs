@@ -358,27 +358,7 @@ impl RemoteTier {
         // the local tier's temp file, hashing as it goes: no whole-body buffer.
         let decoded = tokio::task::spawn_blocking(move || {
             let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
-            let mut pending = local
-                .begin_put()
-                .map_err(|e| Failure::Local(e.to_string()))?;
-            let header = object::decode(bridge, &mut pending).map_err(|e| match e {
-                object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
-                object::DecodeError::Io(e) => {
-                    Failure::Backend(BackendError::Transient(format!("reading object body: {e}")))
-                }
-            })?;
-            if header.action_id != action {
-                return Err(Failure::Corrupt(format!(
-                    "object was written for action {}",
-                    header.action_id
-                )));
-            }
-            pending
-                .commit_at(&action, &header.output_id, Some(header.size), header.time)
-                .map_err(|e| match e {
-                    Error::Integrity(m) => Failure::Corrupt(m),
-                    other => Failure::Local(other.to_string()),
-                })
+            store_object(&local, bridge, &action)
         })
         .await
         .map_err(|e| Failure::Backend(BackendError::Transient(format!("decode task: {e}"))))?;
@@ -509,6 +489,17 @@ impl RemoteTier {
         .await
         .map_err(|e| UploadError::Failed(format!("write task: {e}")))?
         .map_err(|e| UploadError::Failed(format!("writing a temp file: {e}")))?;
+        self.put_new(key, &tmp, size).await
+    }
+
+    /// Stores the temp file under `key`, which must not exist yet (manifests and packs have
+    /// fresh names: an existing object means a name clash, not a cache hit).
+    pub(super) async fn put_new(
+        &self,
+        key: &str,
+        tmp: &TempFile,
+        size: u64,
+    ) -> std::result::Result<(), UploadError> {
         match self.backend.put(key, &tmp.0, size).await {
             Ok(PutOutcome::Stored) => {
                 Stats::add(&self.stats.bytes_up, size);
@@ -608,6 +599,36 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
             t.done_one();
         });
     }
+}
+
+/// Decodes one remote object from `input` into the local tier as `action`'s entry: the object
+/// must name `action`, and its body must hash to its OutputID.
+pub(super) fn store_object(
+    local: &LocalTier,
+    input: impl io::Read,
+    action: &ActionId,
+) -> std::result::Result<Entry, Failure> {
+    let mut pending = local
+        .begin_put()
+        .map_err(|e| Failure::Local(e.to_string()))?;
+    let header = object::decode(input, &mut pending).map_err(|e| match e {
+        object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
+        object::DecodeError::Io(e) => {
+            Failure::Backend(BackendError::Transient(format!("reading object body: {e}")))
+        }
+    })?;
+    if header.action_id != *action {
+        return Err(Failure::Corrupt(format!(
+            "object was written for action {}",
+            header.action_id
+        )));
+    }
+    pending
+        .commit_at(action, &header.output_id, Some(header.size), header.time)
+        .map_err(|e| match e {
+            Error::Integrity(m) => Failure::Corrupt(m),
+            other => Failure::Local(other.to_string()),
+        })
 }
 
 pub(crate) enum UploadError {
