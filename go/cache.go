@@ -72,10 +72,13 @@ func (c *Cache) ptr() *C.gbc_cache {
 	return c.p
 }
 
-// Close closes the cache and releases its handle. DiskPaths it returned may be
-// removed from now on. Calling Close again is a no-op; any other method
-// returns ErrClosed afterwards. Close waits for calls in progress (including
-// a running Serve) to return.
+// Close first waits, for at most Config.CloseTimeout, for pending uploads to
+// the remote store (as Flush does), then closes the cache and releases its
+// handle. DiskPaths it returned may be removed from now on. An error matching
+// ErrIncomplete says how many uploads could not be done in time (those
+// entries stay local); the cache is closed all the same. Calling Close again
+// is a no-op; any other method returns ErrClosed afterwards. Close waits for
+// calls in progress (including a running Serve) to return.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -87,6 +90,22 @@ func (c *Cache) Close() error {
 	err := call(func() C.gbc_result { return C.gbc_cache_close(p) })
 	C.gbc_cache_free(p)
 	c.p = nil
+	return err
+}
+
+// Flush waits, for at most Config.CloseTimeout, until everything put so far
+// has been uploaded to the remote store, and leaves the cache open. An error
+// matching ErrIncomplete says how many uploads could not be done in time.
+// Without a remote it returns nil at once.
+func (c *Cache) Flush() error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.p == nil {
+		return ErrClosed
+	}
+	p := c.ptr()
+	err := call(func() C.gbc_result { return C.gbc_cache_flush(p, nil) })
+	runtime.KeepAlive(c)
 	return err
 }
 

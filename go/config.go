@@ -3,13 +3,15 @@ package gobuildcache
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
 // Config selects and tunes a cache. The zero value means the defaults: the
 // local disk tier only, in the user cache directory. Each field is the
-// gobuildcache flag of the same name (see `gobuildcache help`); a zero field
-// is left at its default.
+// gobuildcache setting named in its json tag (see `gobuildcache help` and the
+// README's configuration table); a zero field is left at its default. The
+// library's tests fail when a setting has no field here.
 type Config struct {
 	// ReadEnv also reads the GOBUILDCACHE_* (then unprefixed) environment
 	// variables, as the gobuildcache binary does; fields set here win.
@@ -36,14 +38,51 @@ type Config struct {
 	ErrorRate    float64 `json:"error-rate,omitempty"`
 	// MaxSize caps the local tier, e.g. "10GiB" (the default) or "500MB".
 	MaxSize string `json:"max-size,omitempty"`
-	// CloseTimeout bounds how long closing waits for pending uploads.
+	// CloseTimeout bounds how long Flush and Close wait for pending uploads
+	// (default 30s).
 	CloseTimeout time.Duration `json:"-"`
+	// RemoteDir, with Backend "disk", is a directory shared as the remote
+	// tier (an NFS mount, say).
+	RemoteDir string `json:"remote-dir,omitempty"`
+
+	// Warm start. Prefetch (default true) fetches what recent runs used at
+	// open; Publish makes Close publish this run's manifest (default: only
+	// when the cache served a go command through Serve).
+	Prefetch            *bool    `json:"prefetch,omitempty"`
+	Publish             *bool    `json:"publish,omitempty"`
+	ManifestKey         string   `json:"manifest-key,omitempty"`
+	ManifestFallback    []string `json:"manifest-fallback,omitempty"`
+	PrefetchConcurrency int      `json:"prefetch-concurrency,omitempty"` // default 32
+
+	// S3 beyond bucket and prefix; unset fields are left to the AWS SDK's
+	// default chain. The credentials are never printed (see String).
+	AWSRegion          string `json:"aws-region,omitempty"`
+	AWSAccessKeyID     string `json:"aws-access-key-id,omitempty"`
+	AWSSecretAccessKey string `json:"aws-secret-access-key,omitempty"`
+	AWSSessionToken    string `json:"aws-session-token,omitempty"`
+	AWSEndpointURLS3   string `json:"aws-endpoint-url-s3,omitempty"` // MinIO, R2, Tigris, a test server
+	AWSS3UsePathStyle  bool   `json:"aws-s3-use-path-style,omitempty"`
 
 	// Extra holds settings by flag name, for keys this struct has no field
 	// for and for values a zero field cannot express (an empty "s3-prefix").
 	// They are applied after the fields.
 	Extra map[string]string `json:"-"`
 }
+
+// String describes c with its credentials masked, so a Config can be logged.
+func (c Config) String() string {
+	for _, f := range []*string{&c.AWSAccessKeyID, &c.AWSSecretAccessKey, &c.AWSSessionToken} {
+		if *f != "" {
+			*f = "***"
+		}
+	}
+	c.Extra = nil
+	type plain Config // no String method: no recursion
+	return fmt.Sprintf("%+v", plain(c))
+}
+
+// GoString is String, for %#v.
+func (c Config) GoString() string { return c.String() }
 
 // Bool returns a pointer to v, for the *bool fields of Config.
 func Bool(v bool) *bool { return &v }
@@ -63,6 +102,9 @@ func (c Config) configJSON() (string, error) {
 	}
 	if c.CloseTimeout > 0 {
 		m["close-timeout"] = fmt.Sprintf("%dms", c.CloseTimeout.Milliseconds())
+	}
+	if len(c.ManifestFallback) > 0 {
+		m["manifest-fallback"] = strings.Join(c.ManifestFallback, ",")
 	}
 	for k, v := range c.Extra {
 		m[k] = v

@@ -18,6 +18,7 @@ const (
 	CodeConfig          Code = 8
 	CodeIntegrity       Code = 9
 	CodeBackend         Code = 10
+	CodeIncomplete      Code = 11
 )
 
 var codeNames = map[Code]string{
@@ -31,6 +32,7 @@ var codeNames = map[Code]string{
 	CodeConfig:          "config",
 	CodeIntegrity:       "integrity",
 	CodeBackend:         "backend",
+	CodeIncomplete:      "incomplete",
 }
 
 func (c Code) String() string {
@@ -81,6 +83,10 @@ var (
 	ErrProtocol = &Error{Code: CodeProtocol}
 	// ErrBackend: the remote store failed in a way that is not a miss.
 	ErrBackend = &Error{Code: CodeBackend}
+	// ErrIncomplete: Flush or Close could not finish every upload within
+	// CloseTimeout; the message says how many, and those entries stay local.
+	// Close has closed the cache all the same.
+	ErrIncomplete = &Error{Code: CodeIncomplete}
 	// ErrPanic: the library caught a panic of its own.
 	ErrPanic = &Error{Code: CodePanic}
 )

@@ -1,12 +1,21 @@
 package gobuildcache
 
-// All linking lives here. The package links the static library that
-// `cargo build --release -p gobuildcache-ffi` leaves in ../target/release, so
-// the two build commands in README.md are all it takes.
+// All linking lives here. The package links a prebuilt static library of the
+// Rust core from lib/<GOOS>-<GOARCH>/, as wasmtime-go does, so a module that
+// requires this one builds with cgo and a C compiler alone, no Rust toolchain
+// and no path outside the module. The release workflow fills lib/ for every
+// platform below; in a checkout of the repository, `go generate` (which runs
+// scripts/build-go-lib.sh) builds this machine's from source. The header is
+// lib/include/gobuildcache.h, a copy of include/gobuildcache.h that the
+// header test keeps identical.
 
-// #cgo CFLAGS: -I${SRCDIR}/../include
-// #cgo linux LDFLAGS: ${SRCDIR}/../target/release/libgobuildcache_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
-// #cgo darwin LDFLAGS: ${SRCDIR}/../target/release/libgobuildcache_ffi.a -lm
+//go:generate bash ../scripts/build-go-lib.sh
+
+// #cgo CFLAGS: -I${SRCDIR}/lib/include
+// #cgo linux,amd64 LDFLAGS: ${SRCDIR}/lib/linux-amd64/libgobuildcache_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+// #cgo linux,arm64 LDFLAGS: ${SRCDIR}/lib/linux-arm64/libgobuildcache_ffi.a -lgcc_s -lutil -lrt -lpthread -lm -ldl
+// #cgo darwin,amd64 LDFLAGS: ${SRCDIR}/lib/darwin-amd64/libgobuildcache_ffi.a -lm -framework CoreFoundation -framework Security -framework SystemConfiguration
+// #cgo darwin,arm64 LDFLAGS: ${SRCDIR}/lib/darwin-arm64/libgobuildcache_ffi.a -lm -framework CoreFoundation -framework Security -framework SystemConfiguration
 // #include <gobuildcache.h>
 import "C"
 
@@ -21,7 +30,7 @@ import (
 // wrong, so refuse to start.
 func init() {
 	if got, want := uint32(C.gbc_abi_version()), uint32(C.GBC_ABI_VERSION); got != want {
-		panic(fmt.Sprintf("gobuildcache: library ABI version %d, header %d: rebuild the static library", got, want))
+		panic(fmt.Sprintf("gobuildcache: library ABI version %d, header %d: rebuild the static library (go generate)", got, want))
 	}
 }
 

@@ -22,7 +22,7 @@
  * The ABI version this library implements; the header defines `GBC_ABI_VERSION` to the same
  * number. Bumped on any incompatible change to a signature, struct layout or code meaning.
  */
-#define GBC_ABI_VERSION 1
+#define GBC_ABI_VERSION 2
 
 /**
  * `gbc_cache_open` flag: read the `GOBUILDCACHE_*` (then unprefixed) environment variables
@@ -91,6 +91,11 @@ enum gbc_result
    * The remote store failed in a way that could not be turned into a miss.
    */
   GBC_RESULT_BACKEND = 10,
+  /**
+   * `gbc_cache_flush` or `gbc_cache_close`: some uploads could not be done within
+   * `close-timeout`; those entries stay in the local tier only. Close has still closed.
+   */
+  GBC_RESULT_INCOMPLETE = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -199,14 +204,30 @@ void gbc_string_free(char *s);
 gbc_result gbc_cache_open(const char *config_json, uint32_t flags, struct gbc_cache **out_cache);
 
 /**
- * Closes the cache: DiskPaths it handed out may be trimmed from now on, and every later call
- * on this handle returns `GBC_RESULT_CLOSED`. The handle itself stays allocated until
- * `gbc_cache_free`. NULL and an already closed handle are no-ops returning `GBC_RESULT_OK`.
+ * Closes the cache: first waits for pending uploads (and, in a serving session, publishes
+ * the warm start) for at most the config's `close-timeout`, as `gbc_cache_flush` does; then
+ * DiskPaths it handed out may be trimmed, and every later call on this handle returns
+ * `GBC_RESULT_CLOSED`. The handle itself stays allocated until `gbc_cache_free`.
+ *
+ * Returns `GBC_RESULT_INCOMPLETE` when some uploads could not be done in time (the last
+ * error says how many; those entries stay local): the cache is closed all the same. NULL
+ * and an already closed handle are no-ops returning `GBC_RESULT_OK`.
  *
  * Thread-safety: may race with other calls on the handle; those either complete or return
  * `GBC_RESULT_CLOSED`.
  */
 gbc_result gbc_cache_close(struct gbc_cache *cache);
+
+/**
+ * Waits for pending uploads for at most the config's `close-timeout`, so that what was put
+ * so far is in the shared store, and leaves the cache open. In a serving session it also
+ * ends the warm start and publishes it (see the `publish` setting).
+ *
+ * On success `*out_left` (may be NULL) receives 0. `GBC_RESULT_INCOMPLETE`: some uploads
+ * could not be done in time; `*out_left` receives how many (those entries stay local).
+ * Thread-safety: any thread, concurrently with other calls on the handle.
+ */
+gbc_result gbc_cache_flush(const struct gbc_cache *cache, uint64_t *out_left);
 
 /**
  * Closes the cache if still open and releases the handle. NULL is a no-op.

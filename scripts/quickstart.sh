@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs gobuildcache and runs a real build with it on the default local disk tier:
-# a cold build fills the cache, a second build in a fresh GOCACHE is served from it.
+# Installs gobuildcache and runs a real build with it on the local disk tier: a cold build
+# fills the cache, a second build in a fresh GOCACHE is served from it. The demo caches in a
+# private temp dir (removed at the end), so the cold build is really cold and your own cache
+# is left alone; without GOBUILDCACHE_CACHE_DIR the helper uses the default dir printed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +35,16 @@ func main() {
 }
 SRC
 cd "$work/hello"
-export GOTOOLCHAIN=local GOCACHEPROG=gobuildcache
+export GOTOOLCHAIN=local GOCACHEPROG=gobuildcache GOBUILDCACHE_CACHE_DIR="$work/cache"
 echo "== cold build: fills the local cache"
 GOCACHE="$work/gocache1" go build -o hello .
 echo "== warm build in a fresh GOCACHE: served by gobuildcache"
 GOCACHE="$work/gocache2" go build -o hello .
 ./hello
+case "$(uname -s)" in
+    Darwin) default_dir="$HOME/Library/Caches/gobuildcache" ;;
+    *) default_dir="${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache" ;;
+esac
+echo "== the demo cached in $work/cache (now removed); your own builds cache in $default_dir"
+echo "   unless -cache-dir or GOBUILDCACHE_CACHE_DIR says otherwise."
+echo "   The binary is in ${CARGO_HOME:-$HOME/.cargo}/bin: put that dir on PATH."

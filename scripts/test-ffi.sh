@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The C ABI and its consumers: the ffi crate's tests, the header's freshness, the C example,
-# the Go package (vet, race, debug/GOGC=1) and the Go example. Run from anywhere; CI runs it
-# from a clean clone. Needs: cargo, gcc, go (with cgo), git.
+# the Go package (vet, race, debug/GOGC=1), the Go example, and both the crate and the Go
+# package used from new projects outside the repository. Run from anywhere; CI runs it from a
+# clean clone. Needs: cargo, gcc, go (with cgo), git, python3, moto_server (scripts/test.sh
+# puts it on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,8 @@ git diff --exit-code -- include/ || {
     exit 1
 }
 
-echo "== ffi: static library"
-cargo build --release -p gobuildcache-ffi
+echo "== ffi: static library (also where the Go package links it: go/lib/<GOOS>-<GOARCH>/)"
+bash scripts/build-go-lib.sh
 lib=target/release/libgobuildcache_ffi.a
 test -f "$lib" || { echo "test-ffi: $lib was not built" >&2; exit 1; }
 
@@ -98,5 +100,8 @@ path=$(head -n1 "$work/go.out")
 cmp "$path" "$work/report.txt"
 expect "$work/go.out" '"hits":1,'
 unset GOBUILDCACHE_CACHE_DIR
+
+echo "== the crate and the Go package from outside the repository (README snippets)"
+bash scripts/test-consumers.sh
 
 echo "test-ffi: all passed"

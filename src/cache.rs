@@ -41,6 +41,9 @@ struct Inner {
     prefetch: Option<Arc<Prefetch>>,
     /// The background trim started at open, joined at close so nothing writes afterwards.
     trimmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether flush publishes the warm start (manifest, pack): for a go command's session
+    /// or the prefetch step, not for every tool that opens the library (see `publish`).
+    publish: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -73,6 +76,7 @@ impl Cache {
                 Err(e) => tracing::warn!("cannot start the trim thread: {e}"),
             }
         }
+        let publish = config.publish == Some(true);
         tracing::debug!(dir = %local.root().display(), remote = ?remote.as_ref().map(|r| r.location()), "cache open");
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -83,6 +87,7 @@ impl Cache {
                 remote,
                 prefetch,
                 trimmer: std::sync::Mutex::new(trimmer),
+                publish: AtomicBool::new(publish),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -108,7 +113,7 @@ impl Cache {
             Some(e) => Ok(Some(e)),
             None => match (&self.inner.runtime, &self.inner.remote) {
                 (Some(rt), Some(remote)) => {
-                    let found = rt.block_on(remote.fetch(*action, Origin::Get));
+                    let found = block_on(rt, remote.fetch(*action, Origin::Get));
                     Ok(self.finish_remote_get(action, start, found))
                 }
                 _ => Ok(None),
@@ -264,7 +269,7 @@ impl Cache {
         if self.inner.config.async_backend {
             remote.enqueue(up);
         } else {
-            let _ = rt.block_on(remote.upload(up));
+            let _ = block_on(rt, remote.upload(up));
         }
     }
 
@@ -303,7 +308,7 @@ impl Cache {
             ));
         }
         match (&self.inner.remote, &self.inner.runtime) {
-            (Some(r), Some(rt)) => rt.block_on(r.clear(force, announce)),
+            (Some(r), Some(rt)) => block_on(rt, r.clear(force, announce)),
             _ => Err(Error::Config(format!(
                 "no remote to clear: backend {} without -remote-dir is local only",
                 self.inner.config.backend.name()
@@ -312,30 +317,49 @@ impl Cache {
     }
 
     /// Blocks until the warm-start prefetch has fetched every manifest entry it could (at
-    /// once without a remote or with `-prefetch` off). For a warm-up step before builds.
+    /// once without a remote or with `-prefetch` off). For a warm-up step before builds: it
+    /// also makes [`Cache::flush`] publish a pack when the prefetch had to fetch one by one
+    /// (unless `-publish=false`).
     pub fn wait_for_prefetch(&self) {
+        self.publish_warm_start();
         if let (Some(p), Some(rt)) = (&self.inner.prefetch, &self.inner.runtime) {
-            rt.block_on(p.wait());
+            block_on(rt, p.wait());
         }
     }
 
-    /// Ends the warm start (no new prefetches), publishes this run's manifest and waits for
-    /// pending uploads, all within `-close-timeout`; returns how many uploads were left.
+    /// Marks this cache as serving a go command (or warming up for one): its flush then
+    /// publishes the warm start, unless `-publish=false`. A tool that only calls get and put
+    /// publishes nothing unless it sets `-publish=true`: the manifest names a go command's
+    /// module, platform and branch, which another tool's entries do not belong to.
+    pub(crate) fn publish_warm_start(&self) {
+        if self.inner.config.publish != Some(false) {
+            self.inner.publish.store(true, Ordering::Release);
+        }
+    }
+
+    /// Ends the warm start (no new prefetches), publishes this run's manifest (in a go
+    /// command's session, or with `-publish`) and waits for pending uploads, all within
+    /// `-close-timeout`; returns how many uploads were left (they stay local, counted in
+    /// `uploads_not_done`). [`Cache::close`] calls it; call it yourself to make sure what was
+    /// put so far is shared while the cache stays open.
     pub fn flush(&self) -> u64 {
         let (Some(r), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
             return 0;
         };
         let timeout = self.inner.config.close_timeout;
-        let publish = async {
+        let publish = self.inner.publish.load(Ordering::Acquire);
+        let warm = async {
             if let Some(p) = &self.inner.prefetch {
                 let _ = tokio::time::timeout(timeout, async {
                     p.stop().await;
-                    p.publish().await;
+                    if publish {
+                        p.publish().await;
+                    }
                 })
                 .await;
             }
         };
-        let (_, left) = rt.block_on(async { tokio::join!(publish, r.drain(timeout)) });
+        let (_, left) = block_on(rt, async { tokio::join!(warm, r.drain(timeout)) });
         if left > 0 {
             self.warn_once(
                 "upload",
@@ -363,13 +387,20 @@ impl Cache {
         Ok(snap)
     }
 
-    /// Releases the cache: DiskPaths from it may be trimmed from now on; queued uploads
-    /// that did not run are abandoned (call [`Cache::flush`] first). Idempotent.
-    pub fn close(&self) {
+    /// Flushes (see [`Cache::flush`]: pending uploads get up to `-close-timeout`), then
+    /// releases the cache: DiskPaths from it may be trimmed from now on, and later calls
+    /// return [`Error::Closed`]. Returns how many uploads could not be done in time (they stay
+    /// local). Idempotent: a second call returns 0 at once.
+    pub fn close(&self) -> u64 {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return 0;
+        }
+        let left = self.flush();
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             self.inner.local.close();
             self.inner.join_trimmer();
         }
+        left
     }
 
     pub(crate) fn note_protocol_error(&self, what: &str) {
@@ -402,7 +433,7 @@ fn open_remote(
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the I/O runtime", e))?;
-    let remote = rt.block_on(async {
+    let remote = block_on(&rt, async {
         let Some(backend) = crate::remote::open(config).await? else {
             return Ok::<_, Error>(None);
         };
@@ -424,6 +455,27 @@ fn open_remote(
     })?;
     let (remote, prefetch) = remote.unzip();
     Ok((Some(rt), remote, prefetch.flatten()))
+}
+
+/// Runs `fut` to completion on the cache's runtime and returns its output.
+///
+/// Never nests runtimes: `Runtime::block_on` panics on a thread that is already inside one
+/// (a caller's `#[tokio::main]`, `#[tokio::test]`, or one of ours), so there the wait moves
+/// to a scoped plain thread. That costs a thread start, only on calls that go to the remote
+/// anyway; from plain threads (the binary, the C ABI, the Go package) it is a direct call.
+pub(crate) fn block_on<F>(rt: &tokio::runtime::Runtime, fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return rt.block_on(fut);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(fut))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 /// The configured manifest names, or those derived from the environment the go command

@@ -61,6 +61,9 @@ pub struct Config {
     pub manifest_fallback: Option<Vec<String>>,
     /// Fetches the prefetch keeps in flight.
     pub prefetch_concurrency: usize,
+    /// Whether close publishes the warm start; `None`: only when serving a go command (or
+    /// in the prefetch step), since other tools' entries are not the go command's build.
+    pub publish: Option<bool>,
     pub aws: AwsSettings,
     /// Where each non-default value came from (`"flag -cache-dir"`, `"GOBUILDCACHE_CACHE_DIR"`),
     /// so later errors (an unwritable dir) name the culprit.
@@ -187,6 +190,7 @@ settings! {
     "manifest-key", ["MANIFEST_KEY"], Value, "warm-start manifest name [default: <module>/<GOOS>-<GOARCH>/<GOVERSION>/<CI branch>]";
     "manifest-fallback", ["MANIFEST_FALLBACK"], Value, "comma-separated manifest names to start from when manifest-key has none [default: the CI's base branch, main, master]";
     "prefetch-concurrency", ["PREFETCH_CONCURRENCY"], Value, "fetches the warm start keeps in flight [default: 32]";
+    "publish", ["PUBLISH"], Bool, "warm start: publish this run's manifest (and a pack) at close [default: in a GOCACHEPROG session and the prefetch step, not for other library users]";
     "aws-region", ["AWS_REGION"], Secret, "S3 region (else the SDK's default chain)";
     "aws-access-key-id", ["AWS_ACCESS_KEY_ID"], Secret, "static S3 credentials (else the SDK's default chain)";
     "aws-secret-access-key", ["AWS_SECRET_ACCESS_KEY"], Secret, "static S3 credentials";
@@ -226,6 +230,7 @@ impl Default for Config {
             manifest_key: None,
             manifest_fallback: None,
             prefetch_concurrency: 32,
+            publish: None,
             aws: AwsSettings::default(),
             origins: Vec::new(),
         }
@@ -357,6 +362,7 @@ impl Config {
                     .filter(|n| (1..=256).contains(n))
                     .ok_or_else(|| bad("expected a whole number from 1 to 256"))?
             }
+            "publish" => self.publish = Some(parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?),
             "aws-region" => self.aws.region = non_empty(value),
             "aws-access-key-id" => self.aws.access_key_id = non_empty(value).map(Secret),
             "aws-secret-access-key" => self.aws.secret_access_key = non_empty(value).map(Secret),
@@ -483,7 +489,6 @@ impl ConfigBuilder {
     }
 }
 
-/// First non-empty of `GOBUILDCACHE_K`, then `K`, for each key in order.
 /// First non-empty of `GOBUILDCACHE_K`, then (if `plain`) `K`, for each key in order.
 fn read_env(
     keys: &[&str],

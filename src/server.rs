@@ -36,6 +36,8 @@ pub fn serve<R: Read, W: Write + Send + 'static>(
     input: R,
     output: W,
 ) -> Result<Ended> {
+    // A go command's session: its flush publishes the warm start.
+    cache.publish_warm_start();
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let out = Arc::new(Mutex::new(Output {
         w: BufWriter::with_capacity(64 * 1024, output),
@@ -121,7 +123,7 @@ impl<W: Write + Send + 'static> Session<'_, W> {
     fn wait_for_tasks(&mut self) {
         let tasks = std::mem::take(&mut self.tasks);
         if let Some(rt) = self.cache.runtime() {
-            rt.block_on(async {
+            crate::cache::block_on(rt, async {
                 for t in tasks {
                     let _ = t.await;
                 }

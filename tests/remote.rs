@@ -558,10 +558,30 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
     let st = stats(&s2);
     assert_eq!(st.pack_entries, 0, "{st:?}");
     assert!(st.pack_published > 0, "{st:?}");
-    // The next helper on that dir finds everything local: nothing to pack.
+    // The next helper on that dir. How much of the test's part is local is up to timing: the
+    // build's helper stops its prefetch when the build closes, which on a slow store is before
+    // it reached the entries only the tests use. What is left is fetched one by one, and when
+    // that is enough to be worth it (the publish rule) this helper publishes the pack that
+    // covers both go commands; with nothing left it publishes none.
     go2.ok(&["test", "./..."]);
-    assert_eq!(stats(&s2).pack_published, 0);
-    assert_eq!(pack_keys(store).len(), 1, "{:?}", store.keys());
+    let st2 = stats(&s2);
+    let single = st2.remote_downloads - st2.pack_entries;
+    let left = st
+        .manifest_entries
+        .saturating_sub(st.prefetch_fetched + st.prefetch_local);
+    eprintln!(
+        "after the build: manifest {} prefetched {} left <= {left}; the test's helper fetched {single} one by one, published a pack of {}",
+        st.manifest_entries, st.prefetch_fetched, st2.pack_published
+    );
+    assert!(
+        single <= left,
+        "only what the first prefetch left: {st:?} {st2:?}"
+    );
+    if st2.pack_published > 0 {
+        assert!(single >= gobuildcache::remote::pack::MIN_SINGLE, "{st2:?}");
+    }
+    let packs = pack_keys(store).len();
+    assert!((1..=2).contains(&packs), "{:?}", store.keys());
 
     let (pa, pb) = (r.t.path("pa.json"), r.t.path("pb.json"));
     let a = start_prefetch(&r, store, "local-shared", &pa);

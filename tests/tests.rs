@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, driven by the real `go` command.
 //! One binary for all of them (faster to link); one module per area.
 
+mod net;
 mod util;
 
 // Hostile protocol input: a seeded generator and its checks (shared with examples/fuzz_protocol.rs).
@@ -10,6 +11,9 @@ mod robust;
 
 // Security: hostile IDs at each entry point, secrets never printed, credential chains.
 mod security;
+
+// The library's public API from async code (both tokio flavours) and plain threads, on S3.
+mod api;
 
 // Flags, environment and subcommands of the binary.
 mod cli;

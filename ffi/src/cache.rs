@@ -171,9 +171,14 @@ pub extern "C" fn gbc_cache_open(
     }
 }
 
-/// Closes the cache: DiskPaths it handed out may be trimmed from now on, and every later call
-/// on this handle returns `GBC_RESULT_CLOSED`. The handle itself stays allocated until
-/// `gbc_cache_free`. NULL and an already closed handle are no-ops returning `GBC_RESULT_OK`.
+/// Closes the cache: first waits for pending uploads (and, in a serving session, publishes
+/// the warm start) for at most the config's `close-timeout`, as `gbc_cache_flush` does; then
+/// DiskPaths it handed out may be trimmed, and every later call on this handle returns
+/// `GBC_RESULT_CLOSED`. The handle itself stays allocated until `gbc_cache_free`.
+///
+/// Returns `GBC_RESULT_INCOMPLETE` when some uploads could not be done in time (the last
+/// error says how many; those entries stay local): the cache is closed all the same. NULL
+/// and an already closed handle are no-ops returning `GBC_RESULT_OK`.
 ///
 /// Thread-safety: may race with other calls on the handle; those either complete or return
 /// `GBC_RESULT_CLOSED`.
@@ -185,11 +190,47 @@ pub extern "C" fn gbc_cache_close(cache: *mut gbc_cache) -> gbc_result {
         }
         // SAFETY: non-NULL, and by the caller's promise not yet freed.
         let h = unsafe { &*cache.cast::<Handle>() };
-        if !h.closed.swap(true, Ordering::AcqRel) {
-            h.cache.close();
+        if h.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
         }
-        Ok(())
+        uploads_done(h.cache.close(), &h.cache)
     }
+}
+
+/// Waits for pending uploads for at most the config's `close-timeout`, so that what was put
+/// so far is in the shared store, and leaves the cache open. In a serving session it also
+/// ends the warm start and publishes it (see the `publish` setting).
+///
+/// On success `*out_left` (may be NULL) receives 0. `GBC_RESULT_INCOMPLETE`: some uploads
+/// could not be done in time; `*out_left` receives how many (those entries stay local).
+/// Thread-safety: any thread, concurrently with other calls on the handle.
+#[no_mangle]
+pub extern "C" fn gbc_cache_flush(cache: *const gbc_cache, out_left: *mut u64) -> gbc_result {
+    ffi_boundary! { result =>
+        // SAFETY: the caller passes NULL or a handle from `gbc_cache_open`, not freed.
+        let h = unsafe { handle(cache) }?;
+        let left = h.cache.flush();
+        if !out_left.is_null() {
+            // SAFETY: non-NULL, and the caller's to write. Written on INCOMPLETE too: the
+            // count is the point of that result.
+            unsafe { *out_left = left };
+        }
+        uploads_done(left, &h.cache)
+    }
+}
+
+/// `GBC_RESULT_INCOMPLETE` when `left` uploads were not done, with a message naming them.
+fn uploads_done(left: u64, cache: &Cache) -> Result<(), Failure> {
+    if left == 0 {
+        return Ok(());
+    }
+    Err(Failure::new(
+        gbc_result::Incomplete,
+        format!(
+            "{left} uploads were not done within close-timeout {:?}; those entries stay local",
+            cache.config().close_timeout
+        ),
+    ))
 }
 
 /// Closes the cache if still open and releases the handle. NULL is a no-op.

@@ -35,6 +35,9 @@ pub enum gbc_result {
     Integrity = 9,
     /// The remote store failed in a way that could not be turned into a miss.
     Backend = 10,
+    /// `gbc_cache_flush` or `gbc_cache_close`: some uploads could not be done within
+    /// `close-timeout`; those entries stay in the local tier only. Close has still closed.
+    Incomplete = 11,
 }
 
 /// A failed call on its way to C: the code, and the message stored as the last error.

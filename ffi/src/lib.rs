@@ -10,7 +10,8 @@
 //!   nothing).
 //! - A NULL pointer or a pointer/length pair that cannot be a buffer is
 //!   `GBC_RESULT_INVALID_ARGUMENT`.
-//! - Output parameters come last and are written only when the call returns `GBC_RESULT_OK`.
+//! - Output parameters come last and are written only when the call returns `GBC_RESULT_OK`
+//!   (the one exception, `gbc_cache_flush`'s count, is also written with `GBC_RESULT_INCOMPLETE`).
 //! - Every failure stores a message for the calling thread, read with
 //!   [`gbc_last_error_message`]. Callers branch on the code; the message is for people.
 //! - Every string the library allocates is released with [`gbc_string_free`].
@@ -32,7 +33,7 @@ pub use error::{gbc_last_error_message, gbc_result};
 
 /// The ABI version this library implements; the header defines `GBC_ABI_VERSION` to the same
 /// number. Bumped on any incompatible change to a signature, struct layout or code meaning.
-pub const GBC_ABI_VERSION: u32 = 1;
+pub const GBC_ABI_VERSION: u32 = 2;
 
 /// `gbc_cache_open` flag: read the `GOBUILDCACHE_*` (then unprefixed) environment variables
 /// beneath the JSON config, exactly as the `gobuildcache` binary does.

@@ -36,7 +36,7 @@ fn open() -> TestCache {
     TestCache { ptr, _dir: dir }
 }
 
-fn last_error() -> String {
+pub(crate) fn last_error() -> String {
     let mut n = 0usize;
     assert_eq!(
         gbc_last_error_message(ptr::null_mut(), 0, &mut n),
@@ -60,7 +60,11 @@ fn sha(body: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(body).into()
 }
 
-fn put(c: *const gbc_cache, action: &[u8], body: &[u8]) -> Result<gbc_entry, gbc_result> {
+pub(crate) fn put(
+    c: *const gbc_cache,
+    action: &[u8],
+    body: &[u8],
+) -> Result<gbc_entry, gbc_result> {
     let out = sha(body);
     let mut e = std::mem::MaybeUninit::<gbc_entry>::uninit();
     let r = gbc_cache_put_bytes(
@@ -79,7 +83,7 @@ fn put(c: *const gbc_cache, action: &[u8], body: &[u8]) -> Result<gbc_entry, gbc
         .ok_or(r)
 }
 
-fn get(c: *const gbc_cache, action: &[u8]) -> Result<gbc_entry, gbc_result> {
+pub(crate) fn get(c: *const gbc_cache, action: &[u8]) -> Result<gbc_entry, gbc_result> {
     let mut e = std::mem::MaybeUninit::<gbc_entry>::uninit();
     let r = gbc_cache_get(c, action.as_ptr(), action.len(), e.as_mut_ptr());
     // SAFETY: written on Ok.
@@ -89,7 +93,7 @@ fn get(c: *const gbc_cache, action: &[u8]) -> Result<gbc_entry, gbc_result> {
 }
 
 /// Reads and frees an entry's path.
-fn take_path(e: &gbc_entry) -> String {
+pub(crate) fn take_path(e: &gbc_entry) -> String {
     assert!(!e.path.is_null());
     // SAFETY: a NUL-terminated string from the library.
     let s = unsafe { CStr::from_ptr(e.path) }

@@ -14,21 +14,29 @@ fn generate() -> String {
     String::from_utf8(out).expect("header is UTF-8")
 }
 
-/// Fails when the checked-in header differs from what the sources generate. Set
-/// GBC_UPDATE_HEADER=1 to rewrite it (scripts/test-ffi.sh does, then runs `git diff --exit-code`).
+/// Fails when a checked-in header differs from what the sources generate: the C one, and
+/// the Go module's copy (a module that requires the Go package sees only what is inside
+/// `go/`). Set GBC_UPDATE_HEADER=1 to rewrite both (scripts/test-ffi.sh does, then runs
+/// `git diff --exit-code`).
 #[test]
 fn header_is_fresh() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../include/gobuildcache.h");
     let fresh = generate();
-    if std::env::var_os("GBC_UPDATE_HEADER").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &fresh).expect("writing include/gobuildcache.h");
-        return;
+    for rel in [
+        "../include/gobuildcache.h",
+        "../go/lib/include/gobuildcache.h",
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+        if std::env::var_os("GBC_UPDATE_HEADER").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &fresh).unwrap_or_else(|e| panic!("writing {rel}: {e}"));
+            continue;
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == fresh,
+            "{rel} is stale: run GBC_UPDATE_HEADER=1 cargo test -p gobuildcache-ffi --test tests header"
+        );
     }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == fresh,
-        "include/gobuildcache.h is stale: run GBC_UPDATE_HEADER=1 cargo test -p gobuildcache-ffi --test tests header"
-    );
 }
 
 /// The header's GBC_ABI_VERSION is the number the library reports at run time.
