@@ -24,3 +24,6 @@ fi
 
 echo "== install script and GitHub Action against a local release (scripts/test-install.sh)"
 bash scripts/test-install.sh target/debug/gobuildcache
+
+echo "== actionlint: the workflows, the action (through its uses there) and the CI recipes"
+actionlint .github/workflows/*.yml examples/github-actions/*.yml
