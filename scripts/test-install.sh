@@ -24,6 +24,13 @@ if [ $# -eq 0 ] && [ ! -x "$bin" ]; then
 fi
 [ -x "$bin" ] || fail "no binary at $bin"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+# The action pins its own release, and the recipes pin the action: all one version.
+grep -q "^    default: \"$version\"" action.yml || fail "action.yml's version input is not $version"
+for f in examples/github-actions/*.yml README.md; do
+    if grep -o 'gobuildcache/gobuildcache\(/summary\)\{0,1\}@v[0-9.]*' "$f" | grep -v "@v$version\$"; then
+        fail "$f uses another version of the action than v$version"
+    fi
+done
 
 case $(uname -m) in
 x86_64 | amd64) cpu=x86_64 ;;
