@@ -5,6 +5,8 @@
 #   toxiproxy-server  TCP fault proxy        (Go module proxy: Shopify/toxiproxy v2.5.0), installed
 #                     into $GOBUILDCACHE_TOOLS (default ~/.cache/gobuildcache-tools); scripts/test.sh
 #                     puts that dir on PATH
+#   actionlint        GitHub Actions linter  (Go module proxy: rhysd/actionlint v1.7.12), same dir;
+#                     checks .github/workflows, action.yml and examples/github-actions
 # Prints nothing but errors when everything is already there. The tests start and stop
 # their own server processes; they fail (never skip) when a binary is missing.
 set -euo pipefail
@@ -36,4 +38,10 @@ if [ ! -x "$tools/toxiproxy-server" ]; then
   mkdir -p "$tools"
   GOBIN="$tools" GOFLAGS=-buildvcs=false go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0
   mv "$tools/server" "$tools/toxiproxy-server"
+fi
+
+# actionlint: the workflows, the action and the CI recipes are code too.
+if [ ! -x "$tools/actionlint" ]; then
+  mkdir -p "$tools"
+  GOBIN="$tools" GOFLAGS=-buildvcs=false go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 fi

@@ -21,3 +21,9 @@ if [ -f scripts/test-ffi.sh ]; then
   echo "== C ABI and Go package"
   bash scripts/test-ffi.sh
 fi
+
+echo "== install script and GitHub Action against a local release (scripts/test-install.sh)"
+bash scripts/test-install.sh target/debug/gobuildcache
+
+echo "== actionlint: the workflows, the action (through its uses there) and the CI recipes"
+actionlint .github/workflows/*.yml examples/github-actions/*.yml

@@ -393,6 +393,11 @@ impl Config {
                  {ENV_PREFIX}AWS_SECRET_ACCESS_KEY"
             )));
         }
+        if !self.backend.compiled_in() {
+            return Err(Error::Config(
+                self.backend.compiled_out(Some(self.origin("backend"))),
+            ));
+        }
         match self.backend {
             BackendKind::Disk => {}
             BackendKind::S3 | BackendKind::Gcs => {
@@ -421,6 +426,25 @@ impl BackendKind {
             BackendKind::S3 => "s3",
             BackendKind::Gcs => "gcs",
         }
+    }
+
+    /// Whether this build has the store: each one but `disk` is a cargo feature of its name.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::Disk => true,
+            BackendKind::S3 => cfg!(feature = "s3"),
+            BackendKind::Gcs => cfg!(feature = "gcs"),
+        }
+    }
+
+    /// The error for a store this build does not have, naming the feature that adds it.
+    pub fn compiled_out(self, origin: Option<&str>) -> String {
+        let name = self.name();
+        let from = origin.map(|o| format!(" (from {o})")).unwrap_or_default();
+        format!(
+            "backend {name}{from} is not in this build of gobuildcache: it needs the cargo \
+             feature \"{name}\" (on by default)"
+        )
     }
 }
 
@@ -670,12 +694,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("GOBUILDCACHE_DEBUG"), "{e}");
-        let e = build(&[("GOBUILDCACHE_BACKEND", "s3")], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("s3-bucket"), "{e}");
+        if cfg!(feature = "s3") {
+            let e = build(&[("GOBUILDCACHE_BACKEND", "s3")], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("s3-bucket"), "{e}");
+        }
         let e = build(&[], &[("no-such", "1")]).unwrap_err().to_string();
         assert!(e.contains("no-such"), "{e}");
+    }
+
+    #[test]
+    fn a_compiled_out_store_is_one_line_naming_its_feature() {
+        for (name, kind, bucket) in [
+            ("s3", BackendKind::S3, "s3-bucket"),
+            ("gcs", BackendKind::Gcs, "gcs-bucket"),
+        ] {
+            let r = build(&[("GOBUILDCACHE_BACKEND", name)], &[(bucket, "b")]);
+            if kind.compiled_in() {
+                assert_eq!(r.unwrap().backend, kind);
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("cargo feature \"{name}\""))
+                        && e.contains("GOBUILDCACHE_BACKEND")
+                        && !e.contains('\n'),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(BackendKind::S3.compiled_in(), cfg!(feature = "s3"));
+        assert_eq!(BackendKind::Gcs.compiled_in(), cfg!(feature = "gcs"));
+        assert!(BackendKind::Disk.compiled_in());
     }
 
     #[test]

@@ -29,6 +29,36 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+// A build without the store says which cargo feature adds it, before asking for a bucket.
+const S3_NO_BUCKET: &str = if cfg!(feature = "s3") {
+    "s3-bucket"
+} else {
+    "cargo feature \"s3\""
+};
+
+#[cfg(not(all(feature = "s3", feature = "gcs")))]
+#[test]
+fn a_compiled_out_store_is_one_line_naming_its_feature() {
+    let t = TestDir::new();
+    for (name, on) in [("s3", cfg!(feature = "s3")), ("gcs", cfg!(feature = "gcs"))] {
+        if on {
+            continue;
+        }
+        let mut c = helper(&t);
+        c.args(["-backend", name, &format!("-{name}-bucket"), "b"])
+            .env("GOBUILDCACHE_CACHE_DIR", t.path("c"));
+        let o = run(c, "");
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{name} was accepted: {err}");
+        assert!(
+            err.contains(&format!("cargo feature \"{name}\"")) && err.contains("flag -backend"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(o.stdout.is_empty(), "no handshake without the store");
+    }
+}
+
 #[test]
 fn bad_values_are_one_line_naming_their_source() {
     let t = TestDir::new();
@@ -41,7 +71,7 @@ fn bad_values_are_one_line_naming_their_source() {
         ),
         (&[("ERROR_RATE", "2")], &[], "ERROR_RATE"),
         (&[], &["-backend", "ftp"], "flag -backend"),
-        (&[("GOBUILDCACHE_BACKEND", "s3")], &[], "s3-bucket"),
+        (&[("GOBUILDCACHE_BACKEND", "s3")], &[], S3_NO_BUCKET),
         (
             &[("GOBUILDCACHE_MAX_SIZE", "lots")],
             &[],
