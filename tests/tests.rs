@@ -15,6 +15,7 @@ mod robust;
 mod security;
 
 // The library's public API from async code (both tokio flavours) and plain threads, on S3.
+#[cfg(feature = "s3")]
 mod api;
 
 // Flags, environment and subcommands of the binary.

@@ -281,6 +281,8 @@ pub fn assert_bodies_intact(cache_dir: &Path) -> usize {
     bodies.len()
 }
 
+// For the store harnesses (moto, fake_gcs, …), which the store features switch on.
+#[allow(unused_imports)]
 pub use crate::net::{free_port, http_request};
 
 /// The smallest useful module for fault and load tests: a library with a test and a main
