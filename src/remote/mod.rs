@@ -11,6 +11,7 @@ pub mod guard;
 pub mod idle;
 pub mod manifest;
 pub mod object;
+pub mod pace;
 pub mod pack;
 pub(crate) mod prefetch;
 pub mod s3;
