@@ -6,11 +6,11 @@
 //! what it cost (how long it waited, including waits for a prefetch or the pack) against
 //! what it saves (a budget: [`GET_FIXED`] plus its size at [`BUILD_RATE`], a cold build's
 //! pace). Over the gets of the last [`SPAN`] and those still waiting, once the waits add up
-//! to [`EVIDENCE`] and exceed their budgets, the store is judged slow: every get is then a
-//! local miss at once, downloads in progress (gets, prefetch, pack) end, and now and then a
-//! probe in the background (never on the build's path) fetches one object; one that arrives
-//! well within its budget lifts the verdict. The back-off between probes doubles while the
-//! store stays slow.
+//! to [`EVIDENCE`] and to [`SLOW_RATIO`] times their budgets, the store is judged slow:
+//! every get is then a local miss at once, downloads in progress (gets, prefetch, pack) end,
+//! and now and then a probe in the background (never on the build's path) fetches one
+//! object; one that arrives well within its budget lifts the verdict. The back-off between
+//! probes doubles while the store stays slow.
 //!
 //! What a slow store can add to one go command is therefore about [`EVIDENCE`] (the waits
 //! before the verdict) plus [`SLOW_CLOSE`] (close's wait for uploads while it is slow).
@@ -38,7 +38,10 @@ pub const GET_FIXED: Duration = Duration::from_millis(150);
 /// 23 s on 2 cores here, 3.5 MiB/s per worker; less leans towards keeping the store).
 pub const BUILD_RATE: u64 = 2 << 20;
 /// Waiting summed over gets before a verdict: one slow get is not a trend.
-pub const EVIDENCE: Duration = Duration::from_secs(2);
+pub const EVIDENCE: Duration = Duration::from_secs(3);
+/// How many times their budgets the waits must come to: a clear loss, not a close call
+/// (on a loaded machine a healthy store's gets and the compiles they save slow down alike).
+pub const SLOW_RATIO: u32 = 2;
 /// Finished gets older than this no longer count.
 pub const SPAN: Duration = Duration::from_secs(5);
 /// First wait before a probe; doubled after each slow probe up to [`BACKOFF_MAX`].
@@ -164,7 +167,7 @@ impl Pace {
     }
 
     /// Weighs recent and waiting gets; judges the store slow when their waits add up to
-    /// [`EVIDENCE`] and exceed what building would have cost.
+    /// [`EVIDENCE`] and [`SLOW_RATIO`] times what building would have cost.
     pub fn judge(&self) {
         let now = Instant::now();
         let mut st = self.lock();
@@ -183,12 +186,15 @@ impl Pace {
             cost += now - *start;
             saved += budget(bytes.load(Ordering::Relaxed));
         }
-        if cost < EVIDENCE || cost <= saved {
+        if cost < EVIDENCE || cost <= saved * SLOW_RATIO {
             return;
         }
-        if st.resumed_at.is_none_or(|t| now - t > BACKOFF_RESET) {
-            st.backoff = BACKOFF_START;
-        }
+        // Slow again soon after a resume: a flapping link waits longer before the next try.
+        st.backoff = if st.resumed_at.is_none_or(|t| now - t > BACKOFF_RESET) {
+            BACKOFF_START
+        } else {
+            (st.backoff * 2).min(BACKOFF_MAX)
+        };
         st.probe_at = Some(now + st.backoff);
         st.done.clear();
         self.slow.send_replace(true);
@@ -236,8 +242,8 @@ impl Pace {
                 st.backoff = (st.backoff * 2).min(BACKOFF_MAX);
                 st.probe_at = Some(now + st.backoff);
             }
-            // Inconclusive: try another object after the same wait.
-            None => st.probe_at = Some(now + st.backoff),
+            // Inconclusive: the next get probes with another object.
+            None => st.probe_at = Some(now),
         }
     }
 }

@@ -134,21 +134,23 @@ fn healthy(rig: &Rig) {
     rig.proxy.clear();
 }
 
-/// The link turns slow (16 KB/s) in the middle of a build, then recovers: the store is
-/// judged slow, probed in the background, and used again once it is fast. The warm start is
-/// off so the build's own gets meet the change.
+/// The link turns slow (1 s per response) in the middle of a build, then recovers: the
+/// store is judged slow, probed in the background, and used again once it is fast. The warm
+/// start is off so the build's own gets meet the change.
 fn turns_slow_and_recovers(rig: &Rig) -> Outcome {
     let flip = |local: &Path| {
         let start = Instant::now();
         while files_under(&local.join("v1/o")).len() < 15 && start.elapsed().as_secs() < 60 {
             std::thread::sleep(Duration::from_millis(5));
         }
-        for (i, (stream, toxic)) in both(Toxic::Bandwidth { kb_per_sec: 16 })
-            .into_iter()
-            .enumerate()
-        {
-            rig.proxy.add(&format!("flip-{i}"), stream, toxic);
-        }
+        rig.proxy.add(
+            "flip",
+            Stream::Downstream,
+            Toxic::Latency {
+                ms: 1000,
+                jitter_ms: 0,
+            },
+        );
         std::thread::sleep(Duration::from_secs(4));
         rig.proxy.clear();
     };
