@@ -29,7 +29,8 @@ mod s3;
 mod corruption;
 // A real TCP fault proxy (toxiproxy) between the helper and a test server (harness).
 mod toxiproxy;
-// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds.
+// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds; a slow
+// store (faults/slow.rs).
 mod faults;
 // Eight concurrent go commands on one local dir and one bucket, three rounds (figures).
 mod load;

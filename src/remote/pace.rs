@@ -3,14 +3,15 @@
 //! Errors and deadlines (guard.rs) catch a store that fails; they do not catch one that
 //! answers every get, only slowly: each lookup then "succeeds" in a second or two while the
 //! compile it saves takes milliseconds. So every get the go command waits for is weighed:
-//! what it cost (how long it waited, including waits for a prefetch or the pack) against
+//! what it cost (its own download's waits on the network, see [`Progress`]) against
 //! what it saves (a budget: [`GET_FIXED`] plus its size at [`BUILD_RATE`], a cold build's
-//! pace). Over the gets of the last [`SPAN`] and those still waiting, once the waits add up
-//! to [`EVIDENCE`] and to [`SLOW_RATIO`] times their budgets, the store is judged slow:
-//! every get is then a local miss at once, downloads in progress (gets, prefetch, pack) end,
-//! and now and then a probe in the background (never on the build's path) fetches one
-//! object; one that arrives well within its budget lifts the verdict. The back-off between
-//! probes doubles while the store stays slow.
+//! pace on an idle machine, times the machine's [`contention`]). Over the gets of the last
+//! [`SPAN`] and those still waiting, once the waits add up to [`EVIDENCE`] and to
+//! [`SLOW_RATIO`] times their budgets, the store is judged slow: every get is then a local
+//! miss at once, downloads in progress (gets, prefetch, pack) end, and now and then a probe
+//! in the background (never on the build's path) fetches one object; one that arrives well
+//! within its budget lifts the verdict. The back-off between probes doubles while the store
+//! stays slow.
 //!
 //! What a slow store can add to one go command is therefore about [`EVIDENCE`] (the waits
 //! before the verdict) plus [`SLOW_CLOSE`] (close's wait for uploads while it is slow).
@@ -19,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -57,6 +58,10 @@ pub const SLOW_CLOSE: Duration = Duration::from_secs(2);
 pub const TICK: Duration = Duration::from_millis(100);
 /// A verdict this long after the last resume starts the back-off afresh.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// The most the budgets grow on a busy machine (see [`contention`]).
+pub const MAX_CONTENTION: f64 = 8.0;
+/// How long a measure of [`contention`] is reused.
+const CONTENTION_TTL: Duration = Duration::from_secs(2);
 
 /// What building an output of `bytes` would cost: what a get of it may cost at most.
 pub fn budget(bytes: u64) -> Duration {
@@ -75,13 +80,15 @@ pub(crate) struct Pace {
 struct State {
     /// Finished gets: when, what they cost, what they would have saved.
     done: VecDeque<(Instant, Duration, Duration)>,
-    /// Gets still waiting: since when, and the bytes they have received so far.
-    waiting: HashMap<u64, (Instant, Arc<AtomicU64>)>,
+    /// Gets still waiting, and how their own downloads are going.
+    waiting: HashMap<u64, Arc<Progress>>,
     /// While slow: when the next probe may go.
     probe_at: Option<Instant>,
     probing: bool,
     backoff: Duration,
     resumed_at: Option<Instant>,
+    /// The last measure of [`contention`] and when it was taken.
+    contention: Option<(Instant, f64)>,
 }
 
 /// Whether a get may ask the remote.
@@ -154,14 +161,12 @@ impl Pace {
             return Admit::Skip { probe };
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        st.waiting.insert(id, (start, Arc::clone(&bytes)));
+        let progress = Arc::new(Progress::new());
+        st.waiting.insert(id, Arc::clone(&progress));
         Admit::Go(Ticket {
             pace: Arc::clone(self),
             id,
-            start,
-            bytes,
+            progress,
             finished: false,
         })
     }
@@ -182,11 +187,24 @@ impl Pace {
             cost += *c;
             saved += *b;
         }
-        for (start, bytes) in st.waiting.values() {
-            cost += now - *start;
-            saved += budget(bytes.load(Ordering::Relaxed));
+        for p in st.waiting.values().filter(|p| p.started()) {
+            cost += p.cost();
+            saved += budget(p.bytes.load(Ordering::Relaxed));
         }
         if cost < EVIDENCE || cost <= saved * SLOW_RATIO {
+            return;
+        }
+        // On a machine too busy to give us the CPU, gets and the compiles they save slow
+        // down alike: the yardstick grows with it (measured only when it matters).
+        let busy = match st.contention {
+            Some((at, c)) if now - at < CONTENTION_TTL => c,
+            _ => {
+                let c = contention();
+                st.contention = Some((now, c));
+                c
+            }
+        };
+        if cost <= saved.mul_f64(SLOW_RATIO as f64 * busy) {
             return;
         }
         // Slow again soon after a resume: a flapping link waits longer before the next try.
@@ -248,21 +266,110 @@ impl Pace {
     }
 }
 
+/// How many times longer CPU work takes here now than on an idle machine: 1 plus the time
+/// this thread waits for a CPU over the time it runs during a 20 ms busy loop (Linux
+/// `/proc/thread-self/schedstat`; it sees the CPU limits of a container, which the load
+/// average does not). 1 where that is not available.
+fn contention() -> f64 {
+    fn read() -> Option<(u64, u64)> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        let mut it = s.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+    let Some((run0, wait0)) = read() else {
+        return 1.0;
+    };
+    let start = Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < Duration::from_millis(20) {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    let Some((run1, wait1)) = read() else {
+        return 1.0;
+    };
+    let (run, wait) = (run1.saturating_sub(run0), wait1.saturating_sub(wait0));
+    if run == 0 {
+        return 1.0;
+    }
+    (1.0 + wait as f64 / run as f64).clamp(1.0, MAX_CONTENTION)
+}
+
+/// What one get's own download has cost so far: the time spent waiting on the network (for
+/// the response, then for body bytes), not on this machine's CPU (decoding, hashing,
+/// writing) nor on a prefetch or the pack, which a busy machine slows down like the
+/// compiles: those say nothing about the store.
+pub(crate) struct Progress {
+    base: Instant,
+    bytes: AtomicU64,
+    /// Finished network waits, in ns.
+    waited: AtomicU64,
+    /// When the current network wait began (ns after `base`, plus 1); 0: none.
+    since: AtomicU64,
+    /// Whether the get went to the network at all.
+    started: AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            base: Instant::now(),
+            bytes: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// The get now waits for the store.
+    pub fn wait_begins(&self) {
+        self.started.store(true, Ordering::Relaxed);
+        let _ = self
+            .since
+            .compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The store answered (headers, or some body bytes).
+    pub fn wait_ends(&self) {
+        let since = self.since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.waited
+                .fetch_add(self.now().saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Network waits so far, the one in progress included.
+    fn cost(&self) -> Duration {
+        let since = self.since.load(Ordering::Relaxed);
+        let now = if since == 0 {
+            0
+        } else {
+            self.now().saturating_sub(since)
+        };
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed) + now)
+    }
+}
+
 /// One get waiting on the remote. Finish it with its outcome; dropped unfinished (the get
 /// was let go), it counts what it waited for nothing.
 pub(crate) struct Ticket {
     pace: Arc<Pace>,
     id: u64,
-    start: Instant,
-    bytes: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     finished: bool,
 }
 
 impl Ticket {
-    /// Counts the bytes this get receives, so a long download that keeps pace with a build
-    /// is not held against the store while it lasts.
-    pub fn bytes(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.bytes)
+    /// For the get's own download to report its network waits and bytes.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     /// The get is answered: an entry of `size` bytes (0 for a miss or a failure).
@@ -272,11 +379,15 @@ impl Ticket {
     }
 
     fn record(&self, saved: Duration) {
-        let now = Instant::now();
         {
             let mut st = self.pace.lock();
             st.waiting.remove(&self.id);
-            st.done.push_back((now, now - self.start, saved));
+            // A get served by a prefetch or the pack, or without asking, cost the store
+            // nothing it can be judged by.
+            if self.progress.started() {
+                st.done
+                    .push_back((Instant::now(), self.progress.cost(), saved));
+            }
         }
         self.pace.judge();
     }
@@ -285,7 +396,7 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.finished {
-            self.record(budget(self.bytes.load(Ordering::Relaxed)));
+            self.record(budget(self.progress.bytes.load(Ordering::Relaxed)));
         }
     }
 }
@@ -306,19 +417,19 @@ pub(crate) fn is_judged_slow(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|e| e.is::<JudgedSlow>())
 }
 
-/// A download that ends once the store is judged slow, counting what it receives.
+/// A download that ends once the store is judged slow, reporting its network waits.
 pub(crate) struct Abort<R> {
     inner: R,
     slow: Pin<Box<dyn Future<Output = ()> + Send>>,
-    bytes: Option<Arc<AtomicU64>>,
+    progress: Option<Arc<Progress>>,
 }
 
 impl<R> Abort<R> {
-    pub fn new(inner: R, pace: &Pace, bytes: Option<Arc<AtomicU64>>) -> Abort<R> {
+    pub fn new(inner: R, pace: &Pace, progress: Option<Arc<Progress>>) -> Abort<R> {
         Abort {
             inner,
             slow: Box::pin(pace.until_slow()),
-            bytes,
+            progress,
         }
     }
 }
@@ -335,8 +446,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for Abort<R> {
         }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(b)) = (&res, &this.bytes) {
-            b.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        if let Some(p) = &this.progress {
+            // Pending is the network making us wait; time between reads is ours.
+            match &res {
+                Poll::Pending => p.wait_begins(),
+                Poll::Ready(_) => {
+                    p.wait_ends();
+                    let n = (buf.filled().len() - before) as u64;
+                    p.bytes.fetch_add(n, Ordering::Relaxed);
+                }
+            }
         }
         res
     }
@@ -346,8 +465,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for Abort<R> {
 mod tests {
     use super::*;
 
+    /// A pace on an idle machine, whatever the load while the tests run.
     fn pace() -> Arc<Pace> {
-        Arc::new(Pace::new(Arc::new(Stats::default()), "test://".into()))
+        let p = Arc::new(Pace::new(Arc::new(Stats::default()), "test://".into()));
+        p.lock().contention = Some((Instant::now(), 1.0));
+        p
     }
 
     fn go(p: &Arc<Pace>) -> Ticket {
@@ -393,14 +515,40 @@ mod tests {
     #[test]
     fn waits_in_progress_count() {
         let p = pace();
-        let _a = go(&p);
-        let _b = go(&p);
-        // Backdate both waits by 1.5 s: 3 s waited for at most 1 s of budget.
-        for (start, _) in p.lock().waiting.values_mut() {
-            *start -= Duration::from_millis(1500);
+        let a = go(&p);
+        let b = go(&p);
+        // 1.5 s of network waits each: 3 s waited for at most 0.3 s of budget.
+        for t in [&a, &b] {
+            t.progress.wait_begins();
+            t.progress.waited.store(1_500_000_000, Ordering::Relaxed);
         }
         p.judge();
         assert!(p.is_slow());
+    }
+
+    #[test]
+    fn waits_for_a_prefetch_or_our_own_cpu_do_not_count() {
+        let p = pace();
+        let t = go(&p);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(t.progress.cost(), Duration::ZERO, "not at the network yet");
+        t.progress.wait_begins();
+        std::thread::sleep(Duration::from_millis(30));
+        t.progress.wait_ends();
+        std::thread::sleep(Duration::from_millis(50)); // decoding, say
+        let c = t.progress.cost();
+        assert!(
+            c >= Duration::from_millis(30) && c < Duration::from_millis(75),
+            "{c:?}"
+        );
+        t.finish(0);
+        let joined = go(&p);
+        joined.finish(1000);
+        assert_eq!(
+            p.lock().done.len(),
+            1,
+            "a get that never asked is no sample"
+        );
     }
 
     #[test]
@@ -434,19 +582,25 @@ mod tests {
         assert!(matches!(p.admit(), Admit::Go(_)));
     }
 
+    #[test]
+    fn contention_is_a_factor_of_at_least_one() {
+        let c = contention();
+        assert!((1.0..=MAX_CONTENTION).contains(&c), "{c}");
+    }
+
     #[tokio::test]
     async fn downloads_end_when_the_store_is_judged_slow() {
         use tokio::io::AsyncReadExt;
         let p = pace();
         let (mut w, r) = tokio::io::duplex(64);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let mut r = Abort::new(r, &p, Some(Arc::clone(&bytes)));
+        let progress = Arc::new(Progress::new());
+        let mut r = Abort::new(r, &p, Some(Arc::clone(&progress)));
         tokio::io::AsyncWriteExt::write_all(&mut w, b"abc")
             .await
             .unwrap();
         let mut buf = [0u8; 3];
         r.read_exact(&mut buf).await.unwrap();
-        assert_eq!(bytes.load(Ordering::Relaxed), 3);
+        assert_eq!(progress.bytes.load(Ordering::Relaxed), 3);
         let p2 = Arc::clone(&p);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
 use super::guard::{Guarded, Limits};
 use super::idle::IdleTimeout;
 use super::object::{self, Codec, Header};
-use super::pace::{self, Abort, Admit, Pace, Probe};
+use super::pace::{self, Abort, Admit, Pace, Probe, Progress};
 use super::{Backend, BackendError, PutOutcome};
 use crate::config::LockType;
 use crate::ids::ActionId;
@@ -252,7 +252,7 @@ impl RemoteTier {
                 return None;
             }
         };
-        let fetch = self.fetch_any(action, origin, Some(ticket.bytes()));
+        let fetch = self.fetch_any(action, origin, Some(ticket.progress()));
         tokio::pin!(fetch);
         let slow = self.pace.until_slow();
         tokio::pin!(slow);
@@ -306,12 +306,13 @@ impl RemoteTier {
         });
     }
 
-    /// [`fetch`](Self::fetch) without the weighing; `bytes` counts what a get receives.
+    /// [`fetch`](Self::fetch) without the weighing; `progress` hears how a get's own
+    /// download goes.
     async fn fetch_any(
         self: &Arc<Self>,
         action: ActionId,
         origin: Origin,
-        bytes: Option<Arc<AtomicU64>>,
+        progress: Option<Arc<Progress>>,
     ) -> Option<Entry> {
         if origin == Origin::Get {
             if let Some(e) = self
@@ -324,7 +325,7 @@ impl RemoteTier {
             }
         }
         if self.lock_type == LockType::Noop {
-            return self.fetch_locked(action, origin, bytes).await;
+            return self.fetch_locked(action, origin, progress).await;
         }
         let flight = {
             let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -351,7 +352,7 @@ impl RemoteTier {
         let _land = Land(self, action, &flight);
         flight
             .result
-            .get_or_init(|| self.fetch_locked(action, flight.origin, bytes))
+            .get_or_init(|| self.fetch_locked(action, flight.origin, progress))
             .await
             .clone()
     }
@@ -362,7 +363,7 @@ impl RemoteTier {
         self: &Arc<Self>,
         action: ActionId,
         origin: Origin,
-        bytes: Option<Arc<AtomicU64>>,
+        progress: Option<Arc<Progress>>,
     ) -> Option<Entry> {
         self.ready().await;
         if self.listed.get().is_some_and(|ids| !ids.contains(&action)) {
@@ -397,7 +398,7 @@ impl RemoteTier {
             }
         }
         let key = self.key(&action);
-        match self.download(&key, action, origin, bytes).await {
+        match self.download(&key, action, origin, progress).await {
             Ok(found) => found,
             // Counted where the verdict let the get go (a prefetch just stops).
             Err(Failure::Slow) => None,
@@ -439,9 +440,16 @@ impl RemoteTier {
         key: &str,
         action: ActionId,
         origin: Origin,
-        bytes: Option<Arc<AtomicU64>>,
+        progress: Option<Arc<Progress>>,
     ) -> Result<Option<Entry>, Failure> {
-        let Some(reader) = self.backend.get(key).await.map_err(Failure::Backend)? else {
+        if let Some(p) = &progress {
+            p.wait_begins();
+        }
+        let got = self.backend.get(key).await;
+        if let Some(p) = &progress {
+            p.wait_ends();
+        }
+        let Some(reader) = got.map_err(Failure::Backend)? else {
             let missed = match origin {
                 Origin::Get => &self.stats.remote_misses,
                 Origin::Prefetch => &self.stats.prefetch_missing,
@@ -450,7 +458,7 @@ impl RemoteTier {
             return Ok(None);
         };
         // Every download ends once the store is judged slow: nobody waits for it then.
-        let reader = Abort::new(reader, &self.pace, bytes);
+        let reader = Abort::new(reader, &self.pace, progress);
         let mut reader = IdleTimeout::new(reader, STALL_TIMEOUT);
         if origin == Origin::Get {
             // Not for the prefetch: its many fetches share the link on purpose, so each one
