@@ -59,12 +59,12 @@ impl Rig {
 
 /// Each build took at most the cold build without a cache (the slower of two measured
 /// before and after, as the machine's load drifts) times [`LOAD`] plus the policy budget.
-fn check_times(runs: &[(&str, Outcome)], cold: Duration) {
+fn check_times(store: &str, runs: &[(&str, Outcome)], cold: Duration) {
     let bound = cold.mul_f64(LOAD) + policy_budget();
     let mut failed = Vec::new();
     for (name, o) in runs {
         eprintln!(
-            "slow store: {name}: build {:.1}s; cold build without a cache {:.1}s; bound {:.1}s \
+            "slow store: {store}: {name}: build {:.1}s; cold build without a cache {:.1}s; bound {:.1}s \
              ({LOAD} x cold + budget {:.1}s); verdicts {} resumes {} skipped {} remote hits {}",
             o.build_time.as_secs_f64(),
             cold.as_secs_f64(),
@@ -200,13 +200,17 @@ fn suite(rig: &Rig) {
         ("turns-slow-and-recovers", turns_slow_and_recovers(rig)),
     ];
     let after = rig.cold_native();
+    let store = match rig.server {
+        super::Server::S3(_) => "S3",
+        super::Server::Gcs(_) => "GCS",
+    };
     eprintln!(
-        "slow store: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",
+        "slow store: {store}: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",
         before.as_secs_f64(),
         after.as_secs_f64(),
         policy_budget().as_secs_f64()
     );
-    check_times(&runs, before.max(after));
+    check_times(store, &runs, before.max(after));
     rig.assert_store_intact();
 }
 
