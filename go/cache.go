@@ -299,11 +299,16 @@ type Stats struct {
 	PrefetchHits    uint64 `json:"prefetch_hits"`
 	// Pack: prefetched entries that came in the warm-start pack (one
 	// streamed object), and entries in the pack this run published.
-	PackEntries   uint64    `json:"pack_entries"`
-	PackPublished uint64    `json:"pack_published"`
-	GetLatency    Quantiles `json:"get_latency"`
-	PutLatency    Quantiles `json:"put_latency"`
-	PeakRSSBytes  uint64    `json:"peak_rss_bytes"`
+	PackEntries   uint64 `json:"pack_entries"`
+	PackPublished uint64 `json:"pack_published"`
+	// Slow remote: times it was judged too slow to pay, times a probe found
+	// it fast again, and gets answered locally meanwhile (each a miss).
+	SlowVerdicts uint64    `json:"slow_verdicts"`
+	SlowResumes  uint64    `json:"slow_resumes"`
+	SlowSkipped  uint64    `json:"slow_skipped"`
+	GetLatency   Quantiles `json:"get_latency"`
+	PutLatency   Quantiles `json:"put_latency"`
+	PeakRSSBytes uint64    `json:"peak_rss_bytes"`
 }
 
 // Quantiles are latencies in microseconds.

@@ -346,7 +346,11 @@ impl Cache {
         let (Some(r), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
             return 0;
         };
-        let timeout = self.inner.config.close_timeout;
+        let mut timeout = self.inner.config.close_timeout;
+        if r.is_slow() {
+            // Uploads through a store judged too slow would hold close for nothing.
+            timeout = timeout.min(crate::remote::pace::SLOW_CLOSE);
+        }
         let publish = self.inner.publish.load(Ordering::Acquire);
         let warm = async {
             if let Some(p) = &self.inner.prefetch {
@@ -361,12 +365,14 @@ impl Cache {
         };
         let (_, left) = block_on(rt, async { tokio::join!(warm, r.drain(timeout)) });
         if left > 0 {
+            let why = if timeout < self.inner.config.close_timeout {
+                format!("{timeout:?} (the remote was judged slow)")
+            } else {
+                format!("-close-timeout {timeout:?}")
+            };
             self.warn_once(
                 "upload",
-                &format!(
-                    "{left} uploads were not done within -close-timeout {:?}; those entries stay local",
-                    self.inner.config.close_timeout
-                ),
+                &format!("{left} uploads were not done within {why}; those entries stay local"),
             );
         }
         left

@@ -46,6 +46,9 @@ pub(crate) struct Stats {
     pub prefetch_hits: AtomicU64,
     pub pack_entries: AtomicU64,
     pub pack_published: AtomicU64,
+    pub slow_verdicts: AtomicU64,
+    pub slow_resumes: AtomicU64,
+    pub slow_skipped: AtomicU64,
     pub get_latency: Histogram,
     pub put_latency: Histogram,
     warned: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -115,6 +118,13 @@ pub struct StatsSnapshot {
     pub pack_entries: u64,
     /// Entries in the pack this run published (0: none published).
     pub pack_published: u64,
+    /// Times the remote was judged too slow to pay (fetching cost more than building).
+    pub slow_verdicts: u64,
+    /// Times a probe found it fast again and gets went back to it.
+    pub slow_resumes: u64,
+    /// Gets answered locally, without asking the remote, because it was judged too slow
+    /// (or let go waiting when the verdict came); each was a miss.
+    pub slow_skipped: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
     /// Peak resident memory of this process so far (Linux; 0 elsewhere).
@@ -193,6 +203,9 @@ impl Stats {
             prefetch_hits: g(&self.prefetch_hits),
             pack_entries: g(&self.pack_entries),
             pack_published: g(&self.pack_published),
+            slow_verdicts: g(&self.slow_verdicts),
+            slow_resumes: g(&self.slow_resumes),
+            slow_skipped: g(&self.slow_skipped),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
@@ -243,6 +256,7 @@ impl StatsSnapshot {
             + self.uploads_existing
             + self.upload_failures
             + self.uploads_dropped
+            + self.slow_skipped
             > 0;
         if remote_used {
             s += &format!(
@@ -262,6 +276,7 @@ impl StatsSnapshot {
                 (self.uploads_skipped, "uploads skipped (remote unavailable)"),
                 (self.uploads_not_done, "uploads not done by close"),
                 (self.breaker_trips, "circuit-breaker trips"),
+                (self.slow_skipped, "gets skipped (remote too slow)"),
             ];
             for (n, what) in remote_problems {
                 if n > 0 {

@@ -43,7 +43,8 @@ mod corruption;
 // A real TCP fault proxy (toxiproxy) between the helper and a test server (harness).
 #[cfg(all(feature = "s3", feature = "gcs"))]
 mod toxiproxy;
-// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds.
+// Network faults (toxiproxy) between the helper and S3 / GCS, with real go builds; a slow
+// store (faults/slow.rs).
 #[cfg(all(feature = "s3", feature = "gcs"))]
 mod faults;
 // Eight concurrent go commands on one local dir and one bucket, three rounds (figures).

@@ -227,7 +227,8 @@ fn uploads_done(left: u64, cache: &Cache) -> Result<(), Failure> {
     Err(Failure::new(
         gbc_result::Incomplete,
         format!(
-            "{left} uploads were not done within close-timeout {:?}; those entries stay local",
+            "{left} uploads were not done within close-timeout {:?} (or less, for a store \
+             judged too slow); those entries stay local",
             cache.config().close_timeout
         ),
     ))

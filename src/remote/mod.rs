@@ -12,6 +12,7 @@ pub mod guard;
 pub mod idle;
 pub mod manifest;
 pub mod object;
+pub mod pace;
 pub mod pack;
 pub(crate) mod prefetch;
 #[cfg(feature = "s3")]

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 
 use super::idle::IdleTimeout;
 use super::object::{self, Header, HEADER_LEN};
+use super::pace::{is_judged_slow, Abort};
 use super::tier::{store_object, Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT};
 use super::{Backend, BackendError};
 use crate::ids::ActionId;
@@ -199,7 +200,9 @@ impl RemoteTier {
                 return HashSet::new();
             }
         };
-        let reader = IdleTimeout::new(reader, STALL_TIMEOUT);
+        // The stream ends once the store is judged slow (see `pace.rs`); whatever it did not
+        // deliver is fetched one by one if the store is fast again.
+        let reader = IdleTimeout::new(Abort::new(reader, &self.pace, None), STALL_TIMEOUT);
         let handle = tokio::runtime::Handle::current();
         let me = Arc::clone(self);
         let res = tokio::task::spawn_blocking(move || {
@@ -221,10 +224,12 @@ impl RemoteTier {
         };
         match &res {
             Err(Failure::Backend(e)) => self.backend.body_done(Err(e)),
+            Err(Failure::Slow) => {}
             _ => self.backend.body_done(Ok(())),
         }
         match res {
             Ok(()) => {}
+            Err(Failure::Slow) => tracing::debug!("reading pack {key}: stopped, the store is slow"),
             Err(Failure::Backend(BackendError::Unavailable(why))) => {
                 tracing::debug!("reading pack {key}: {why}");
             }
@@ -262,6 +267,7 @@ impl RemoteTier {
         taken: &mut HashSet<ActionId>,
     ) -> Result<(), Failure> {
         let io_err = |e: io::Error| match e.kind() {
+            _ if is_judged_slow(&e) => Failure::Slow,
             io::ErrorKind::UnexpectedEof => Failure::Corrupt(format!("cut short: {e}")),
             _ => Failure::Backend(BackendError::Transient(format!("reading pack: {e}"))),
         };
@@ -319,7 +325,7 @@ impl RemoteTier {
                 }
             });
             for (i, (action, len)) in index.iter().enumerate() {
-                if stop.load(Ordering::Acquire) || has_failed() {
+                if stop.load(Ordering::Acquire) || has_failed() || self.pace.is_slow() {
                     break;
                 }
                 let mut frame = (&mut *input).take(*len);

@@ -155,6 +155,17 @@ impl Prefetch {
             if self.stop.load(Ordering::Acquire) || self.tier.backend.breaker.is_disabled() {
                 break;
             }
+            // While the store is judged slow the prefetch waits: its fetches would only
+            // compete with the build and end unfinished.
+            while self.tier.pace.is_slow() && !self.stop.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = self.tier.pace.until_fast() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
             let me = Arc::clone(self);
             tasks.spawn(async move {
                 let _permit = permit;
@@ -325,7 +336,8 @@ impl Prefetch {
         } else {
             used.len()
         };
-        if !pack::worth_publishing(single, wanted as u64) {
+        // A pack through a link judged slow would not arrive before close gives up.
+        if !pack::worth_publishing(single, wanted as u64) || self.tier.pace.is_slow() {
             return;
         }
         let key = pack::key(&dir, SystemTime::now());

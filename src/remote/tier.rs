@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
 use super::guard::{Guarded, Limits};
 use super::idle::IdleTimeout;
 use super::object::{self, Codec, Header};
+use super::pace::{self, Abort, Admit, Pace, Probe, Progress};
 use super::{Backend, BackendError, PutOutcome};
 use crate::config::LockType;
 use crate::ids::ActionId;
@@ -61,6 +62,8 @@ pub(crate) struct Upload {
 
 pub(crate) struct RemoteTier {
     pub backend: Arc<Guarded>,
+    /// Whether fetching still pays: gets, the prefetch and the pack follow its verdict.
+    pub(super) pace: Arc<Pace>,
     prefix: String,
     pub(super) codec: Codec,
     read_only: bool,
@@ -120,8 +123,13 @@ impl RemoteTier {
                 &format!("remote cache {location} keeps failing ({e}); not calling it for a while"),
             )
         });
+        let pace = Arc::new(Pace::new(
+            Arc::clone(&stats),
+            format!("{}/{}", backend.location(), s.prefix),
+        ));
         let tier = Arc::new(RemoteTier {
             backend: Arc::new(Guarded::new(backend, s.limits, on_trip)),
+            pace,
             prefix: s.prefix,
             codec: if s.compression {
                 Codec::Lz4
@@ -161,6 +169,11 @@ impl RemoteTier {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether the store is judged too slow to pay right now (see `pace.rs`).
+    pub fn is_slow(&self) -> bool {
+        self.pace.is_slow()
     }
 
     pub fn read_only(&self) -> bool {
@@ -223,7 +236,84 @@ impl RemoteTier {
     }
 
     /// Fetches an entry into the local tier; `None` on a miss or any failure (fail-open).
+    /// A get is weighed by the [`Pace`]: while the store is judged slow it is a miss at once,
+    /// and one waiting when the verdict comes is let go.
     pub async fn fetch(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
+        if origin == Origin::Prefetch {
+            return self.fetch_any(action, origin, None).await;
+        }
+        let ticket = match self.pace.admit() {
+            Admit::Go(t) => t,
+            Admit::Skip { probe } => {
+                Stats::add(&self.stats.slow_skipped, 1);
+                if probe {
+                    self.probe(action);
+                }
+                return None;
+            }
+        };
+        let fetch = self.fetch_any(action, origin, Some(ticket.progress()));
+        tokio::pin!(fetch);
+        let slow = self.pace.until_slow();
+        tokio::pin!(slow);
+        loop {
+            tokio::select! {
+                biased;
+                found = &mut fetch => {
+                    ticket.finish(found.as_ref().map_or(0, |e| e.size));
+                    return found;
+                }
+                _ = &mut slow => {
+                    Stats::add(&self.stats.slow_skipped, 1);
+                    return None;
+                }
+                // Waits in progress count: a get stuck on a crawling link must not wait
+                // for its own end to be weighed.
+                _ = tokio::time::sleep(pace::TICK) => self.pace.judge(),
+            }
+        }
+    }
+
+    /// Fetches one object in the background to see whether the store is fast again. It
+    /// is read and thrown away: the go command, told "miss", builds the entry itself.
+    fn probe(self: &Arc<Self>, action: ActionId) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let key = me.key(&action);
+            let start = Instant::now();
+            let outcome = match me.backend.get(&key).await {
+                Ok(None) => Probe::Absent {
+                    cost: start.elapsed(),
+                },
+                Ok(Some(r)) => {
+                    // Given up as soon as it falls behind its budget.
+                    let mut r = IdleTimeout::new(r, STALL_TIMEOUT)
+                        .with_min_rate(pace::GET_FIXED, pace::BUILD_RATE);
+                    match tokio::io::copy(&mut r, &mut tokio::io::sink()).await {
+                        Ok(bytes) => Probe::Fetched {
+                            bytes,
+                            cost: start.elapsed(),
+                        },
+                        Err(_) => Probe::Failed,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("probing {key}: {e}");
+                    Probe::Failed
+                }
+            };
+            me.pace.probed(outcome);
+        });
+    }
+
+    /// [`fetch`](Self::fetch) without the weighing; `progress` hears how a get's own
+    /// download goes.
+    async fn fetch_any(
+        self: &Arc<Self>,
+        action: ActionId,
+        origin: Origin,
+        progress: Option<Arc<Progress>>,
+    ) -> Option<Entry> {
         if origin == Origin::Get {
             if let Some(e) = self
                 .packed
@@ -235,7 +325,7 @@ impl RemoteTier {
             }
         }
         if self.lock_type == LockType::Noop {
-            return self.fetch_locked(action, origin).await;
+            return self.fetch_locked(action, origin, progress).await;
         }
         let flight = {
             let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -249,21 +339,32 @@ impl RemoteTier {
         if origin == Origin::Get && flight.origin == Origin::Prefetch {
             Stats::add(&self.stats.prefetch_joined, 1);
         }
-        let res = flight
-            .result
-            .get_or_init(|| self.fetch_locked(action, flight.origin))
-            .await
-            .clone();
-        let mut f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-        if f.get(&action).is_some_and(|c| Arc::ptr_eq(c, &flight)) {
-            f.remove(&action);
+        // Removes the flight however this ends (a get let go by the verdict included).
+        struct Land<'a>(&'a RemoteTier, ActionId, &'a Arc<Flight>);
+        impl Drop for Land<'_> {
+            fn drop(&mut self) {
+                let mut f = self.0.flights.lock().unwrap_or_else(|p| p.into_inner());
+                if f.get(&self.1).is_some_and(|c| Arc::ptr_eq(c, self.2)) {
+                    f.remove(&self.1);
+                }
+            }
         }
-        res
+        let _land = Land(self, action, &flight);
+        flight
+            .result
+            .get_or_init(|| self.fetch_locked(action, flight.origin, progress))
+            .await
+            .clone()
     }
 
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
     /// wait, then find it locally.
-    async fn fetch_locked(self: &Arc<Self>, action: ActionId, origin: Origin) -> Option<Entry> {
+    async fn fetch_locked(
+        self: &Arc<Self>,
+        action: ActionId,
+        origin: Origin,
+        progress: Option<Arc<Progress>>,
+    ) -> Option<Entry> {
         self.ready().await;
         if self.listed.get().is_some_and(|ids| !ids.contains(&action)) {
             match origin {
@@ -297,8 +398,10 @@ impl RemoteTier {
             }
         }
         let key = self.key(&action);
-        match self.download(&key, action, origin).await {
+        match self.download(&key, action, origin, progress).await {
             Ok(found) => found,
+            // Counted where the verdict let the get go (a prefetch just stops).
+            Err(Failure::Slow) => None,
             Err(Failure::Backend(BackendError::Unavailable(why))) => {
                 // Reported when it happened (start-up check or breaker trip).
                 self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
@@ -337,8 +440,16 @@ impl RemoteTier {
         key: &str,
         action: ActionId,
         origin: Origin,
+        progress: Option<Arc<Progress>>,
     ) -> Result<Option<Entry>, Failure> {
-        let Some(reader) = self.backend.get(key).await.map_err(Failure::Backend)? else {
+        if let Some(p) = &progress {
+            p.wait_begins();
+        }
+        let got = self.backend.get(key).await;
+        if let Some(p) = &progress {
+            p.wait_ends();
+        }
+        let Some(reader) = got.map_err(Failure::Backend)? else {
             let missed = match origin {
                 Origin::Get => &self.stats.remote_misses,
                 Origin::Prefetch => &self.stats.prefetch_missing,
@@ -346,6 +457,8 @@ impl RemoteTier {
             Stats::add(missed, 1);
             return Ok(None);
         };
+        // Every download ends once the store is judged slow: nobody waits for it then.
+        let reader = Abort::new(reader, &self.pace, progress);
         let mut reader = IdleTimeout::new(reader, STALL_TIMEOUT);
         if origin == Origin::Get {
             // Not for the prefetch: its many fetches share the link on purpose, so each one
@@ -365,6 +478,8 @@ impl RemoteTier {
         // The breaker hears about the body too: a link that cuts or starves bodies trips it.
         match &decoded {
             Err(Failure::Backend(e)) => self.backend.body_done(Err(e)),
+            // Not the store's failure: we stopped reading.
+            Err(Failure::Slow) => {}
             _ => self.backend.body_done(Ok(())),
         }
         let entry = decoded?;
@@ -613,6 +728,7 @@ pub(super) fn store_object(
         .map_err(|e| Failure::Local(e.to_string()))?;
     let header = object::decode(input, &mut pending).map_err(|e| match e {
         object::DecodeError::Corrupt(m) => Failure::Corrupt(m),
+        object::DecodeError::Io(e) if pace::is_judged_slow(&e) => Failure::Slow,
         object::DecodeError::Io(e) => {
             Failure::Backend(BackendError::Transient(format!("reading object body: {e}")))
         }
@@ -648,6 +764,8 @@ pub(super) enum Failure {
     Backend(BackendError),
     Corrupt(String),
     Local(String),
+    /// Stopped because the store was judged too slow (see `pace.rs`).
+    Slow,
 }
 
 /// Removes a temp file when dropped.

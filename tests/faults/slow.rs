@@ -1,0 +1,225 @@
+//! A store that answers every request, only slowly (toxiproxy bandwidth and latency): the
+//! helper must weigh what fetching costs against what building would, stop asking a store
+//! that costs more, and never make the build slower than no cache by more than a budget
+//! derived from the policy's own constants (src/remote/pace.rs). A healthy store must keep
+//! every hit.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gobuildcache::remote::pace;
+
+use super::{brief, Outcome, Rig, FILLED};
+use crate::toxiproxy::{Stream, Toxic};
+use crate::util::*;
+
+/// What a slow store may add to one `go build`: the waits summed before a verdict, a tick
+/// to notice it, and close's capped wait for uploads while the store is slow.
+fn policy_budget() -> Duration {
+    pace::EVIDENCE + pace::TICK + pace::SLOW_CLOSE
+}
+
+/// Room for a loaded 2-core machine (three engineers' builds, and the other tests of this
+/// binary) and for what a GOCACHEPROG helper costs a cold build by itself (the go command's
+/// JSON per action, the uploads' encoding; W3 in the README: 1.21x native).
+const LOAD: f64 = 1.35;
+
+impl Rig {
+    /// A cold `go build` of the module with Go's own cache and no helper: the yardstick.
+    fn cold_native(&self) -> Duration {
+        let gocache = self.t.path(&format!("gocache-native-{}", unique()));
+        let go = GoEnv::native(&self.t, &self.module, &gocache);
+        let app = self.t.path("app-native");
+        let start = Instant::now();
+        go.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
+        let took = start.elapsed();
+        assert!(std::fs::read(&app).unwrap() == self.reference);
+        took
+    }
+
+    /// A `go build` on a fresh local dir against the filled store under a slow link: green,
+    /// the same binary, one warning about the slowness at most. Its time is checked by
+    /// [`check_times`] once the cold yardstick has been measured again.
+    fn slow_run(
+        &self,
+        name: &str,
+        during: Option<&(dyn Fn(&Path) + Sync)>,
+        extra: &[(&str, &str)],
+    ) -> Outcome {
+        let o = self.run_with(&format!("{name}-slow"), FILLED, false, during, extra);
+        let warns: Vec<&str> = o.stderr.lines().filter(|l| l.contains("WARN")).collect();
+        assert!(warns.len() <= 3, "{name}: {warns:#?}");
+        assert!(
+            warns.iter().filter(|l| l.contains("is too slow")).count() <= 1,
+            "{name}: one warning for slowness: {warns:#?}"
+        );
+        o
+    }
+}
+
+/// Each build took at most the cold build without a cache (the slower of two measured
+/// before and after, as the machine's load drifts) times [`LOAD`] plus the policy budget.
+fn check_times(store: &str, runs: &[(&str, Outcome)], cold: Duration) {
+    let bound = cold.mul_f64(LOAD) + policy_budget();
+    let mut failed = Vec::new();
+    for (name, o) in runs {
+        eprintln!(
+            "slow store: {store}: {name}: build {:.1}s; cold build without a cache {:.1}s; bound {:.1}s \
+             ({LOAD} x cold + budget {:.1}s); verdicts {} resumes {} skipped {} remote hits {}",
+            o.build_time.as_secs_f64(),
+            cold.as_secs_f64(),
+            bound.as_secs_f64(),
+            policy_budget().as_secs_f64(),
+            o.build.slow_verdicts,
+            o.build.slow_resumes,
+            o.build.slow_skipped,
+            o.build.remote_hits,
+        );
+        if o.build_time > bound {
+            failed.push(format!(
+                "{name}: {:?} > {bound:?}: {}",
+                o.build_time,
+                brief(&o.build)
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "slower than no cache plus the budget: {failed:#?}"
+    );
+}
+
+/// A steady fault: the build stays within its bound (checked later). When the store is
+/// judged slow, which `must_judge` requires, that is said once and its gets are skipped.
+/// (Whether a middling link pays depends on how busy the machine is: its compiles slow
+/// down too, and the policy's yardstick grows with them.)
+fn steady(rig: &Rig, name: &str, toxics: &[(Stream, Toxic)], must_judge: bool) -> Outcome {
+    for (i, (stream, toxic)) in toxics.iter().enumerate() {
+        rig.proxy
+            .add(&format!("{name}-{i}"), *stream, toxic.clone());
+    }
+    let o = rig.slow_run(name, None, &[]);
+    let s = &o.build;
+    assert!(!must_judge || s.slow_verdicts >= 1, "{name}: {s:?}");
+    if s.slow_verdicts > 0 {
+        assert!(s.slow_skipped > 0, "{name}: {s:?}");
+        assert_eq!(
+            o.stderr.matches("is too slow").count(),
+            1,
+            "{name}: the warning says so: {}",
+            o.stderr
+        );
+    }
+    rig.proxy.clear();
+    o
+}
+
+fn both(t: Toxic) -> Vec<(Stream, Toxic)> {
+    vec![(Stream::Downstream, t.clone()), (Stream::Upstream, t)]
+}
+
+/// A healthy store 20 ms away, warm start on: every remote hit is kept, no verdict.
+fn healthy(rig: &Rig) {
+    rig.proxy.add(
+        "healthy",
+        Stream::Downstream,
+        Toxic::Latency {
+            ms: 20,
+            jitter_ms: 0,
+        },
+    );
+    let o = rig.run("healthy-20ms", FILLED, false, None);
+    let s = &o.build;
+    assert_eq!(
+        s.slow_verdicts + s.slow_skipped + s.remote_errors,
+        0,
+        "{s:?}"
+    );
+    assert!(s.remote_hits > 0 && s.manifest_entries > 0, "{s:?}");
+    assert_warm(s, 1);
+    rig.proxy.clear();
+}
+
+/// The link turns slow (3 s per response) in the middle of a build, then recovers: the
+/// store is judged slow, probed in the background, and used again once it is fast. The warm
+/// start is off so the build's own gets meet the change.
+fn turns_slow_and_recovers(rig: &Rig) -> Outcome {
+    let flip = |local: &Path| {
+        let start = Instant::now();
+        while files_under(&local.join("v1/o")).len() < 15 && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        rig.proxy.add(
+            "flip",
+            Stream::Downstream,
+            Toxic::Latency {
+                ms: 3000,
+                jitter_ms: 0,
+            },
+        );
+        std::thread::sleep(Duration::from_secs(5));
+        rig.proxy.clear();
+    };
+    let o = rig.slow_run(
+        "turns-slow",
+        Some(&flip),
+        &[("GOBUILDCACHE_PREFETCH", "false")],
+    );
+    let s = &o.build;
+    assert!(s.slow_verdicts >= 1, "{s:?}");
+    assert!(s.slow_resumes >= 1, "fast again, used again: {s:?}");
+    assert!(s.remote_hits > 0, "{s:?}");
+    o
+}
+
+fn suite(rig: &Rig) {
+    let before = rig.cold_native();
+    healthy(rig);
+    let lat = |ms| vec![(Stream::Downstream, Toxic::Latency { ms, jitter_ms: 0 })];
+    let runs = vec![
+        (
+            "bw-16KBps",
+            steady(
+                rig,
+                "bw-16KBps",
+                &both(Toxic::Bandwidth { kb_per_sec: 16 }),
+                false,
+            ),
+        ),
+        (
+            "bw-64KBps",
+            steady(
+                rig,
+                "bw-64KBps",
+                &both(Toxic::Bandwidth { kb_per_sec: 64 }),
+                false,
+            ),
+        ),
+        ("latency-1s", steady(rig, "latency-1s", &lat(1000), false)),
+        ("latency-3s", steady(rig, "latency-3s", &lat(3000), true)),
+        ("turns-slow-and-recovers", turns_slow_and_recovers(rig)),
+    ];
+    let after = rig.cold_native();
+    let store = match rig.server {
+        super::Server::S3(_) => "S3",
+        super::Server::Gcs(_) => "GCS",
+    };
+    eprintln!(
+        "slow store: {store}: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",
+        before.as_secs_f64(),
+        after.as_secs_f64(),
+        policy_budget().as_secs_f64()
+    );
+    check_times(store, &runs, before.max(after));
+    rig.assert_store_intact();
+}
+
+#[test]
+fn s3_a_slow_store_never_slows_the_build() {
+    suite(&Rig::s3_with(false));
+}
+
+#[test]
+fn gcs_a_slow_store_never_slows_the_build() {
+    suite(&Rig::gcs_with(false));
+}
