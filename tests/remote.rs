@@ -738,6 +738,8 @@ macro_rules! store_suite {
 store_suite!(dir, DirStore::start(), None);
 store_suite!(s3, S3Store::start(), Some("-s3-prefix"));
 store_suite!(gcs, GcsStore::start(), Some("-gcs-prefix"));
+store_suite!(azure, AzureStore::start(), Some("-azure-prefix"));
+store_suite!(http, HttpStore::start(), Some("-http-prefix"));
 
 /// A remote too big to list in one request is asked about each miss, as before.
 #[test]
@@ -943,4 +945,134 @@ fn gcs_missing_bucket_builds_local_only() {
     assert_eq!(err.matches("not usable").count(), 1, "{err}");
     assert_eq!(stats(&s).remote_hits, 0);
     drop(store);
+}
+
+// Azure Blob Storage on a real Azurite.
+
+use crate::azurite::Azurite;
+
+pub struct AzureStore {
+    pub server: Azurite,
+    pub container: String,
+}
+
+impl AzureStore {
+    pub fn start() -> AzureStore {
+        let server = Azurite::start();
+        server.create_container("gbc");
+        AzureStore {
+            server,
+            container: "gbc".into(),
+        }
+    }
+}
+
+impl Store for AzureStore {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env(&self.container)
+    }
+    fn keys(&self) -> Vec<String> {
+        self.server.keys(&self.container)
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        self.server
+            .get_object(&self.container, key)
+            .expect("object exists")
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        self.server.put_object(&self.container, key, data)
+    }
+}
+
+/// A missing container, then a server that is not there: one clear warning each, a green
+/// local-only build.
+#[test]
+fn azure_missing_container_and_dead_server_build_local_only() {
+    let missing = AzureStore {
+        server: Azurite::start(),
+        container: "no-such-container".into(),
+    };
+    let r = Run::new();
+    let (go, s) = r.fresh(&missing, "missing", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(err.contains("no-such-container"), "{err}");
+    assert!(
+        !err.contains("AccountKey"),
+        "no credential in messages: {err}"
+    );
+    assert_eq!(stats(&s).remote_hits, 0);
+
+    let mut dead = missing;
+    dead.container = "gbc".into();
+    dead.server.stop();
+    let (go, s) = r.fresh(&dead, "dead", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits + st.uploads, 0, "{st:?}");
+}
+
+// A plain HTTP store on a real WebDAV server (wsgidav).
+
+use crate::webdav::WebDav;
+
+pub struct HttpStore {
+    pub server: WebDav,
+}
+
+impl HttpStore {
+    pub fn start() -> HttpStore {
+        HttpStore {
+            server: WebDav::start(),
+        }
+    }
+}
+
+impl Store for HttpStore {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env()
+    }
+    fn keys(&self) -> Vec<String> {
+        self.server.keys()
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.server.dir().join(key)).unwrap()
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        let p = self.server.dir().join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap()
+    }
+}
+
+/// A base URL the server does not have, then a server that is not there: one clear warning
+/// each, a green local-only build.
+#[test]
+fn http_missing_base_and_dead_server_build_local_only() {
+    let mut store = HttpStore::start();
+    let r = Run::new();
+    let (go, s) = r.fresh(
+        &store,
+        "missing",
+        &[(
+            "GOBUILDCACHE_HTTP_URL",
+            &format!("http://127.0.0.1:{}/no-such-dir/", store.server.port()),
+        )],
+    );
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+    assert_eq!(stats(&s).remote_hits, 0);
+
+    store.server.stop();
+    let (go, s) = r.fresh(&store, "dead", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits + st.uploads, 0, "{st:?}");
 }

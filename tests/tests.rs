@@ -21,6 +21,10 @@ mod remote;
 mod fake_gcs;
 // The GCS backend through the Backend trait, against fake-gcs-server.
 mod gcs;
+// A real Azure Blob Storage emulator (Azurite) for the Azure tests (harness).
+mod azurite;
+// A real WebDAV server (wsgidav) for the HTTP store's tests (harness).
+mod webdav;
 // A real S3 server (moto_server) for the S3 tests (harness).
 mod moto;
 // The S3 backend through the Backend trait, against moto_server.

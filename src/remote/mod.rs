@@ -5,9 +5,13 @@
 //! checks, read-only mode and fault injection ([`wrap`]), timeouts, retries and the circuit breaker (in
 //! [`crate::cache`]'s remote layer).
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod disk;
 pub mod gcs;
 pub mod guard;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod idle;
 pub mod manifest;
 pub mod object;
@@ -100,6 +104,15 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// The error for a store this build left out.
+#[allow(dead_code)]
+fn compiled_out(kind: crate::config::BackendKind) -> crate::Error {
+    crate::Error::Config(format!(
+        "backend {0} is not compiled in: rebuild with the cargo feature `{0}`",
+        kind.name()
+    ))
+}
+
 /// Builds the configured store, wrapped for fault injection and read-only mode: the one
 /// place that matches on the backend kind. `None` when the configuration is local-only.
 pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc<dyn Backend>>> {
@@ -112,6 +125,15 @@ pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc
         },
         BackendKind::S3 => Arc::new(s3::S3Backend::new(&config.s3_bucket, &config.aws).await?),
         BackendKind::Gcs => Arc::new(gcs::GcsBackend::new(&config.gcs_bucket).await?),
+        #[cfg(feature = "azure")]
+        BackendKind::Azure => Arc::new(azure::AzureBackend::new(
+            &config.azure_container,
+            &config.azure,
+        )?),
+        #[cfg(feature = "http")]
+        BackendKind::Http => Arc::new(http::HttpBackend::new(&config.http_url, &config.http)?),
+        #[allow(unreachable_patterns)]
+        other => return Err(compiled_out(other)),
     };
     let mut b = base;
     if config.error_rate > 0.0 {
