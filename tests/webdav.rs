@@ -68,6 +68,8 @@ impl WebDav {
                         .arg(&root)
                         .arg("--addr")
                         .arg(format!("127.0.0.1:{port}"))
+                        // Tests write behind the server's back: no directory cache.
+                        .args(["--dir-cache-time", "0s"])
                         // No rclone.conf of the developer's.
                         .arg("--config")
                         .arg(dir.path().join("rclone.conf"));

@@ -304,8 +304,9 @@ impl Backend for HttpBackend {
         "http"
     }
 
+    /// The base URL without its final `/` (callers add `/<prefix>`).
     fn location(&self) -> String {
-        self.base.to_string()
+        self.base.as_str().trim_end_matches('/').to_string()
     }
 
     /// `PROPFIND Depth: 0` of the base: a missing base or refused credentials show here. A
