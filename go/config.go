@@ -17,7 +17,7 @@ type Config struct {
 	// variables, as the gobuildcache binary does; fields set here win.
 	ReadEnv bool `json:"-"`
 
-	Backend   string `json:"backend,omitempty"` // "disk" (default), "s3" or "gcs"
+	Backend   string `json:"backend,omitempty"` // "disk" (default), "s3", "gcs", "azure" or "http"
 	CacheDir  string `json:"cache-dir,omitempty"`
 	LockDir   string `json:"lock-dir,omitempty"`
 	LockType  string `json:"lock-type,omitempty"` // "fslock", "memory" or "noop"
@@ -25,7 +25,27 @@ type Config struct {
 	S3Prefix  string `json:"s3-prefix,omitempty"`
 	GCSBucket string `json:"gcs-bucket,omitempty"`
 	GCSPrefix string `json:"gcs-prefix,omitempty"`
-	Debug     bool   `json:"debug,omitempty"`
+	// AzureContainer and AzurePrefix select the Azure Blob Storage container
+	// and blob name prefix of -backend azure.
+	AzureContainer string `json:"azure-container,omitempty"`
+	AzurePrefix    string `json:"azure-prefix,omitempty"`
+	// AzureStorageAccount and AzureStorageEndpoint name the account and, for
+	// an emulator or another cloud, the blob service URL. Credentials: a
+	// connection string or a SAS token, else the Entra ID chain. They are
+	// never printed (see String).
+	AzureStorageAccount          string `json:"azure-storage-account,omitempty"`
+	AzureStorageEndpoint         string `json:"azure-storage-endpoint,omitempty"`
+	AzureStorageConnectionString string `json:"azure-storage-connection-string,omitempty"`
+	AzureStorageSASToken         string `json:"azure-storage-sas-token,omitempty"`
+	// HTTPURL is the base URL of -backend http (a WebDAV or plain HTTP
+	// server); HTTPPrefix the key prefix under it. Credentials: a bearer
+	// token, or a user name and password (basic auth); never printed.
+	HTTPURL      string `json:"http-url,omitempty"`
+	HTTPPrefix   string `json:"http-prefix,omitempty"`
+	HTTPToken    string `json:"http-token,omitempty"`
+	HTTPUsername string `json:"http-username,omitempty"`
+	HTTPPassword string `json:"http-password,omitempty"`
+	Debug        bool   `json:"debug,omitempty"`
 	// Stats prints a summary to stderr when a Serve session is closed
 	// (default true); use Bool(false) to turn it off.
 	Stats *bool `json:"stats,omitempty"`
@@ -69,9 +89,11 @@ type Config struct {
 	Extra map[string]string `json:"-"`
 }
 
-// String describes c with its credentials masked, so a Config can be logged.
+// String describes c with its credentials masked (and without Extra), so a
+// Config can be logged.
 func (c Config) String() string {
-	for _, f := range []*string{&c.AWSAccessKeyID, &c.AWSSecretAccessKey, &c.AWSSessionToken} {
+	for _, f := range []*string{&c.AWSAccessKeyID, &c.AWSSecretAccessKey, &c.AWSSessionToken,
+		&c.AzureStorageConnectionString, &c.AzureStorageSASToken, &c.HTTPToken, &c.HTTPPassword} {
 		if *f != "" {
 			*f = "***"
 		}

@@ -38,6 +38,20 @@ func TestConfigJSONUsesFlagNames(t *testing.T) {
 	if js != want {
 		t.Fatalf("got  %s\nwant %s", js, want)
 	}
+	js, err = Config{
+		Backend:        "azure",
+		AzureContainer: "ci",
+		AzurePrefix:    "go/",
+		HTTPURL:        "https://cache.lan/dav/",
+		Extra:          map[string]string{"azure-storage-sas-token": "sv=x"},
+	}.configJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = `{"azure-container":"ci","azure-prefix":"go/","azure-storage-sas-token":"sv=x","backend":"azure","http-url":"https://cache.lan/dav/"}`
+	if js != want {
+		t.Fatalf("got  %s\nwant %s", js, want)
+	}
 	if js, _ := (Config{}).configJSON(); js != "{}" {
 		t.Fatalf("zero Config: %s", js)
 	}

@@ -17,6 +17,10 @@ pub enum BackendKind {
     Disk,
     S3,
     Gcs,
+    /// Azure Blob Storage (feature `azure`).
+    Azure,
+    /// Any HTTP server taking GET/PUT/DELETE, WebDAV for listing (feature `http`).
+    Http,
 }
 
 /// How concurrent fetches of one ActionID are deduplicated across processes.
@@ -40,6 +44,13 @@ pub struct Config {
     pub s3_prefix: String,
     pub gcs_bucket: String,
     pub gcs_prefix: String,
+    pub azure_container: String,
+    pub azure_prefix: String,
+    pub azure: AzureSettings,
+    /// With `-backend http`: the base URL objects go under.
+    pub http_url: String,
+    pub http_prefix: String,
+    pub http: HttpSettings,
     pub debug: bool,
     pub stats: bool,
     pub stats_json: Option<PathBuf>,
@@ -96,6 +107,26 @@ impl std::fmt::Debug for AwsSettings {
             .field("force_path_style", &self.force_path_style)
             .finish()
     }
+}
+
+/// Azure settings beyond container and prefix. Without a connection string or SAS token the
+/// Entra ID chain is used (see `remote::azure`).
+#[derive(Clone, Debug, Default)]
+pub struct AzureSettings {
+    /// The storage account name (else taken from the connection string or endpoint).
+    pub account: Option<String>,
+    /// The blob service URL, e.g. Azurite's `http://127.0.0.1:10000/devstoreaccount1`.
+    pub endpoint: Option<String>,
+    pub connection_string: Option<Secret>,
+    pub sas_token: Option<Secret>,
+}
+
+/// Credentials for `-backend http`: a bearer token, or basic auth.
+#[derive(Clone, Debug, Default)]
+pub struct HttpSettings {
+    pub token: Option<Secret>,
+    pub username: Option<Secret>,
+    pub password: Option<Secret>,
 }
 
 /// An endpoint URL fit for messages: without the user info, query and fragment, where
@@ -168,7 +199,7 @@ macro_rules! settings {
 }
 
 settings! {
-    "backend", ["BACKEND_TYPE", "BACKEND"], Value, "remote tier: disk (local only), s3 or gcs [default: disk]";
+    "backend", ["BACKEND_TYPE", "BACKEND"], Value, "remote tier: disk (local only), s3, gcs, azure or http [default: disk]";
     "cache-dir", ["CACHE_DIR"], Value, "local cache directory [default: user cache dir/gobuildcache]";
     "lock-dir", ["LOCK_DIR"], Value, "directory for cross-process fetch locks [default: CACHE_DIR/locks]";
     "lock-type", ["LOCK_TYPE"], Value, "fetch deduplication: fslock, memory or noop [default: fslock]";
@@ -176,6 +207,10 @@ settings! {
     "s3-prefix", ["S3_PREFIX"], Value, "key prefix in the S3 bucket [default: gobuildcache/]";
     "gcs-bucket", ["GCS_BUCKET"], Value, "GCS bucket";
     "gcs-prefix", ["GCS_PREFIX"], Value, "object prefix in the GCS bucket [default: gobuildcache/]";
+    "azure-container", ["AZURE_CONTAINER"], Value, "Azure Blob Storage container";
+    "azure-prefix", ["AZURE_PREFIX"], Value, "blob name prefix in the Azure container [default: gobuildcache/]";
+    "http-url", ["HTTP_URL"], Value, "with -backend http: base URL of a server taking GET/PUT/DELETE (WebDAV for listing)";
+    "http-prefix", ["HTTP_PREFIX"], Value, "key prefix under the HTTP base URL [default: gobuildcache/]";
     "debug", ["DEBUG"], Bool, "debug logging to stderr [default: false]";
     "stats", ["PRINT_STATS"], Bool, "print statistics to stderr on exit [default: true]";
     "stats-json", ["STATS_JSON"], Value, "also write statistics as JSON to this file on exit";
@@ -197,6 +232,13 @@ settings! {
     "aws-session-token", ["AWS_SESSION_TOKEN"], Secret, "static S3 session token";
     "aws-endpoint-url-s3", ["AWS_ENDPOINT_URL_S3"], EnvOnly, "S3-compatible endpoint (MinIO, R2, Tigris, a test server)";
     "aws-s3-use-path-style", ["AWS_S3_USE_PATH_STYLE"], EnvOnly, "path-style S3 addressing (most S3-compatible stores)";
+    "azure-storage-account", ["AZURE_STORAGE_ACCOUNT"], EnvOnly, "Azure storage account name (else from the connection string or endpoint)";
+    "azure-storage-endpoint", ["AZURE_STORAGE_ENDPOINT"], EnvOnly, "Azure blob service URL (Azurite, sovereign clouds) [default: https://ACCOUNT.blob.core.windows.net]";
+    "azure-storage-connection-string", ["AZURE_STORAGE_CONNECTION_STRING"], Secret, "Azure connection string (else SAS token, else the Entra ID chain)";
+    "azure-storage-sas-token", ["AZURE_STORAGE_SAS_TOKEN"], Secret, "Azure SAS token for the container";
+    "http-token", ["HTTP_TOKEN"], Secret, "bearer token for -backend http";
+    "http-username", ["HTTP_USERNAME"], Secret, "basic-auth user for -backend http";
+    "http-password", ["HTTP_PASSWORD"], Secret, "basic-auth password for -backend http";
 }
 
 /// Default key prefix in a shared store.
@@ -216,6 +258,12 @@ impl Default for Config {
             s3_prefix: "gobuildcache/".into(),
             gcs_bucket: String::new(),
             gcs_prefix: "gobuildcache/".into(),
+            azure_container: String::new(),
+            azure_prefix: DEFAULT_PREFIX.into(),
+            azure: AzureSettings::default(),
+            http_url: String::new(),
+            http_prefix: DEFAULT_PREFIX.into(),
+            http: HttpSettings::default(),
             debug: false,
             stats: true,
             stats_json: None,
@@ -281,6 +329,8 @@ impl Config {
             BackendKind::Disk => None,
             BackendKind::S3 => Some(&self.s3_prefix),
             BackendKind::Gcs => Some(&self.gcs_prefix),
+            BackendKind::Azure => Some(&self.azure_prefix),
+            BackendKind::Http => Some(&self.http_prefix),
         }
     }
 
@@ -296,7 +346,9 @@ impl Config {
                     "disk" | "local" => BackendKind::Disk,
                     "s3" => BackendKind::S3,
                     "gcs" => BackendKind::Gcs,
-                    _ => return Err(bad("expected disk, s3 or gcs")),
+                    "azure" => BackendKind::Azure,
+                    "http" | "webdav" => BackendKind::Http,
+                    _ => return Err(bad("expected disk, s3, gcs, azure or http")),
                 }
             }
             "cache-dir" => {
@@ -317,6 +369,19 @@ impl Config {
             "s3-prefix" => self.s3_prefix = value.to_string(),
             "gcs-bucket" => self.gcs_bucket = value.to_string(),
             "gcs-prefix" => self.gcs_prefix = value.to_string(),
+            "azure-container" => self.azure_container = value.to_string(),
+            "azure-prefix" => self.azure_prefix = value.to_string(),
+            "http-url" => self.http_url = value.trim().to_string(),
+            "http-prefix" => self.http_prefix = value.to_string(),
+            "azure-storage-account" => self.azure.account = non_empty(value),
+            "azure-storage-endpoint" => self.azure.endpoint = non_empty(value),
+            "azure-storage-connection-string" => {
+                self.azure.connection_string = non_empty(value).map(Secret)
+            }
+            "azure-storage-sas-token" => self.azure.sas_token = non_empty(value).map(Secret),
+            "http-token" => self.http.token = non_empty(value).map(Secret),
+            "http-username" => self.http.username = non_empty(value).map(Secret),
+            "http-password" => self.http.password = non_empty(value).map(Secret),
             "debug" => self.debug = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
             "stats" => self.stats = parse_bool(value).ok_or_else(|| bad(BOOL_HELP))?,
             "stats-json" => self.stats_json = non_empty_path(value),
@@ -387,6 +452,16 @@ impl Config {
             )));
         }
         let keys = [&self.aws.access_key_id, &self.aws.secret_access_key];
+        if self.http.username.is_some() != self.http.password.is_some() {
+            return Err(Error::Config(format!(
+                "basic auth needs both {ENV_PREFIX}HTTP_USERNAME and {ENV_PREFIX}HTTP_PASSWORD"
+            )));
+        }
+        if self.http.token.is_some() && self.http.username.is_some() {
+            return Err(Error::Config(format!(
+                "{ENV_PREFIX}HTTP_TOKEN and basic auth ({ENV_PREFIX}HTTP_USERNAME) are exclusive"
+            )));
+        }
         if keys.iter().filter(|k| k.is_some()).count() == 1 {
             return Err(Error::Config(format!(
                 "static S3 credentials need both {ENV_PREFIX}AWS_ACCESS_KEY_ID and \
@@ -400,14 +475,16 @@ impl Config {
         }
         match self.backend {
             BackendKind::Disk => {}
-            BackendKind::S3 | BackendKind::Gcs => {
-                let (bucket, key) = match self.backend {
-                    BackendKind::S3 => (&self.s3_bucket, "s3-bucket"),
-                    _ => (&self.gcs_bucket, "gcs-bucket"),
+            BackendKind::S3 | BackendKind::Gcs | BackendKind::Azure | BackendKind::Http => {
+                let (bucket, key, what) = match self.backend {
+                    BackendKind::S3 => (&self.s3_bucket, "s3-bucket", "a bucket"),
+                    BackendKind::Gcs => (&self.gcs_bucket, "gcs-bucket", "a bucket"),
+                    BackendKind::Azure => (&self.azure_container, "azure-container", "a container"),
+                    _ => (&self.http_url, "http-url", "a base URL"),
                 };
                 if bucket.is_empty() {
                     return Err(Error::Config(format!(
-                        "backend {} (from {}) needs a bucket: set -{key} or {}",
+                        "backend {} (from {}) needs {what}: set -{key} or {}",
                         self.backend.name(),
                         self.origin("backend"),
                         env_name(key),
@@ -425,6 +502,8 @@ impl BackendKind {
             BackendKind::Disk => "disk",
             BackendKind::S3 => "s3",
             BackendKind::Gcs => "gcs",
+            BackendKind::Azure => "azure",
+            BackendKind::Http => "http",
         }
     }
 
@@ -434,6 +513,8 @@ impl BackendKind {
             BackendKind::Disk => true,
             BackendKind::S3 => cfg!(feature = "s3"),
             BackendKind::Gcs => cfg!(feature = "gcs"),
+            BackendKind::Azure => cfg!(feature = "azure"),
+            BackendKind::Http => cfg!(feature = "http"),
         }
     }
 
@@ -807,6 +888,57 @@ mod tests {
         );
         assert_eq!(redact_url("h:1/p?q"), "h:1/p");
         assert_eq!(redact_url("http://u@h"), "http://h");
+    }
+
+    #[test]
+    fn azure_and_http_settings() {
+        let c = build(
+            &[
+                ("GOBUILDCACHE_BACKEND", "azure"),
+                ("AZURE_CONTAINER", "plain"),
+                ("GOBUILDCACHE_AZURE_CONTAINER", "ci"),
+                ("AZURE_STORAGE_CONNECTION_STRING", "plain-is-for-the-sdk"),
+                (
+                    "GOBUILDCACHE_AZURE_STORAGE_SAS_TOKEN",
+                    "sv=1&sig=sas-secret",
+                ),
+                ("GOBUILDCACHE_HTTP_TOKEN", "bearer-secret"),
+            ],
+            &[("azure-prefix", "team/")],
+        )
+        .unwrap();
+        assert_eq!(c.backend, BackendKind::Azure);
+        assert_eq!(c.azure_container, "ci");
+        assert_eq!(c.remote_prefix(), Some("team/"));
+        assert!(c.azure.connection_string.is_none(), "prefixed form only");
+        assert_eq!(
+            c.azure.sas_token.as_ref().unwrap().expose(),
+            "sv=1&sig=sas-secret"
+        );
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("sas-secret") && !dbg.contains("bearer-secret"),
+            "{dbg}"
+        );
+
+        let c = build(
+            &[("GOBUILDCACHE_HTTP_URL", "https://h/dav/")],
+            &[("backend", "http")],
+        )
+        .unwrap();
+        assert_eq!(c.backend, BackendKind::Http);
+        assert_eq!(c.remote_prefix(), Some(DEFAULT_PREFIX));
+        let e = build(&[("GOBUILDCACHE_HTTP_USERNAME", "u")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTP_PASSWORD"), "{e}");
+        assert!(SETTINGS
+            .iter()
+            .filter(|s| s.key.starts_with("http-") || s.key.starts_with("azure-storage-"))
+            .filter(|s| s.key.contains("token")
+                || s.key.contains("password")
+                || s.key.contains("connection"))
+            .all(|s| s.kind == Kind::Secret));
     }
 
     #[test]

@@ -35,6 +35,16 @@ const S3_NO_BUCKET: &str = if cfg!(feature = "s3") {
 } else {
     "cargo feature \"s3\""
 };
+const AZURE_NO_CONTAINER: &str = if cfg!(feature = "azure") {
+    "azure-container"
+} else {
+    "cargo feature \"azure\""
+};
+const HTTP_NO_URL: &str = if cfg!(feature = "http") {
+    "http-url"
+} else {
+    "cargo feature \"http\""
+};
 
 #[cfg(not(all(feature = "s3", feature = "gcs")))]
 #[test]
@@ -72,6 +82,12 @@ fn bad_values_are_one_line_naming_their_source() {
         (&[("ERROR_RATE", "2")], &[], "ERROR_RATE"),
         (&[], &["-backend", "ftp"], "flag -backend"),
         (&[("GOBUILDCACHE_BACKEND", "s3")], &[], S3_NO_BUCKET),
+        (
+            &[("GOBUILDCACHE_BACKEND", "azure")],
+            &[],
+            AZURE_NO_CONTAINER,
+        ),
+        (&[], &["-backend", "http"], HTTP_NO_URL),
         (
             &[("GOBUILDCACHE_MAX_SIZE", "lots")],
             &[],

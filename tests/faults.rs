@@ -1,5 +1,5 @@
 //! Network faults between the helper and a real store (S3 on moto_server, GCS on
-//! fake-gcs-server), injected by a real TCP fault proxy (toxiproxy): latency, a slow link,
+//! fake-gcs-server, Azure on Azurite), injected by a real TCP fault proxy (toxiproxy): latency, a slow link,
 //! connections cut mid-body, a server that accepts and never answers, and the store going
 //! away mid-build and coming back. Under each, `go build` and `go test` of a small module
 //! must succeed with correct binaries, in bounded time, with the fault counted in the stats;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gobuildcache::StatsSnapshot;
 
+use crate::azurite::Azurite;
 use crate::fake_gcs::FakeGcs;
 use crate::moto::Moto;
 use crate::toxiproxy::{Proxy, Stream, Toxic, Toxiproxy};
@@ -35,6 +36,7 @@ const FILLED: &str = "filled/";
 enum Server {
     S3(Moto),
     Gcs(FakeGcs),
+    Azure(Azurite),
 }
 
 /// A real store behind a toxiproxy proxy, a small module, and a reference binary from a
@@ -84,6 +86,13 @@ impl Rig {
         gcs.create_bucket("gbc");
         let port = gcs.port();
         Rig::new(Server::Gcs(gcs), port, fill_test)
+    }
+
+    fn azure() -> Rig {
+        let az = Azurite::start();
+        az.create_container("gbc");
+        let port = az.port();
+        Rig::new(Server::Azure(az), port, true)
     }
 
     fn new(server: Server, upstream: u16, fill_test: bool) -> Rig {
@@ -138,6 +147,10 @@ impl Rig {
                 }
                 (env, "GOBUILDCACHE_GCS_PREFIX")
             }
+            Server::Azure(_) => (
+                Azurite::env_via(self.proxy.port(), "gbc"),
+                "GOBUILDCACHE_AZURE_PREFIX",
+            ),
         };
         env.push((prefix_key.into(), prefix.into()));
         env.push((
@@ -294,6 +307,14 @@ impl Rig {
                 .into_iter()
                 .map(|k| {
                     let body = g.get_object("gbc", &k).expect("listed object");
+                    (k, body)
+                })
+                .collect(),
+            Server::Azure(a) => a
+                .keys("gbc")
+                .into_iter()
+                .map(|k| {
+                    let body = a.get_object("gbc", &k).expect("listed object");
                     (k, body)
                 })
                 .collect(),
@@ -513,6 +534,14 @@ fn s3_builds_survive_network_faults() {
 #[test]
 fn gcs_builds_survive_network_faults() {
     let rig = Rig::gcs();
+    cut_mid_body(&rig, true);
+    black_hole(&rig, false);
+    gone_mid_build(&rig, false);
+}
+
+#[test]
+fn azure_builds_survive_network_faults() {
+    let rig = Rig::azure();
     cut_mid_body(&rig, true);
     black_hole(&rig, false);
     gone_mid_build(&rig, false);

@@ -758,6 +758,8 @@ macro_rules! store_suite {
 store_suite!(dir, DirStore::start(), None);
 store_suite!(s3, S3Store::start(), Some("-s3-prefix"));
 store_suite!(gcs, GcsStore::start(), Some("-gcs-prefix"));
+store_suite!(azure, AzureStore::start(), Some("-azure-prefix"));
+store_suite!(http, HttpStore::start(), Some("-http-prefix"));
 
 /// A remote too big to list in one request is asked about each miss, as before.
 #[test]
@@ -963,4 +965,227 @@ fn gcs_missing_bucket_builds_local_only() {
     assert_eq!(err.matches("not usable").count(), 1, "{err}");
     assert_eq!(stats(&s).remote_hits, 0);
     drop(store);
+}
+
+// Azure Blob Storage on a real Azurite.
+
+use crate::azurite::Azurite;
+
+pub struct AzureStore {
+    pub server: Azurite,
+    pub container: String,
+}
+
+impl AzureStore {
+    pub fn start() -> AzureStore {
+        let server = Azurite::start();
+        server.create_container("gbc");
+        AzureStore {
+            server,
+            container: "gbc".into(),
+        }
+    }
+}
+
+impl Store for AzureStore {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env(&self.container)
+    }
+    fn keys(&self) -> Vec<String> {
+        self.server.keys(&self.container)
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        self.server
+            .get_object(&self.container, key)
+            .expect("object exists")
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        self.server.put_object(&self.container, key, data)
+    }
+}
+
+/// A missing container, then a server that is not there: one clear warning each, a green
+/// local-only build.
+#[test]
+fn azure_missing_container_and_dead_server_build_local_only() {
+    let missing = AzureStore {
+        server: Azurite::start(),
+        container: "no-such-container".into(),
+    };
+    let r = Run::new();
+    let (go, s) = r.fresh(&missing, "missing", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(err.contains("no-such-container"), "{err}");
+    assert!(
+        !err.contains("AccountKey"),
+        "no credential in messages: {err}"
+    );
+    assert_eq!(stats(&s).remote_hits, 0);
+
+    let mut dead = missing;
+    dead.container = "gbc".into();
+    dead.server.stop();
+    let (go, s) = r.fresh(&dead, "dead", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits + st.uploads, 0, "{st:?}");
+}
+
+// A plain HTTP store on a real WebDAV server (wsgidav).
+
+use crate::webdav::WebDav;
+
+pub struct HttpStore {
+    pub server: WebDav,
+}
+
+impl HttpStore {
+    pub fn start() -> HttpStore {
+        HttpStore {
+            server: WebDav::start(),
+        }
+    }
+}
+
+impl Store for HttpStore {
+    fn env(&self) -> Vec<(String, String)> {
+        self.server.env()
+    }
+    fn keys(&self) -> Vec<String> {
+        self.server.keys()
+    }
+    fn read(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.server.dir().join(key)).unwrap()
+    }
+    fn write(&self, key: &str, data: &[u8]) {
+        let p = self.server.dir().join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap()
+    }
+}
+
+/// A base URL the server does not have, then a server that is not there: one clear warning
+/// each, a green local-only build.
+#[test]
+fn http_missing_base_and_dead_server_build_local_only() {
+    let mut store = HttpStore::start();
+    let r = Run::new();
+    let (go, s) = r.fresh(
+        &store,
+        "missing",
+        &[(
+            "GOBUILDCACHE_HTTP_URL",
+            &format!("http://127.0.0.1:{}/no-such-dir/", store.server.port()),
+        )],
+    );
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+    assert_eq!(stats(&s).remote_hits, 0);
+
+    store.server.stop();
+    let (go, s) = r.fresh(&store, "dead", &[]);
+    let out = go.ok(&["build", "./..."]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("not usable").count(), 1, "{err}");
+    let st = stats(&s);
+    assert_eq!(st.remote_hits + st.uploads, 0, "{st:?}");
+}
+
+impl HttpStore {
+    fn read_opt(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.server.dir().join(key)).ok()
+    }
+
+    /// `rclone serve webdav`: a second real server, one that ignores `If-None-Match`.
+    pub fn rclone() -> HttpStore {
+        HttpStore {
+            server: WebDav::start_server(crate::webdav::Server::Rclone),
+        }
+    }
+}
+
+#[test]
+fn http_rclone_fresh_machine_gets_remote_hits() {
+    fresh_machine_gets_remote_hits(&HttpStore::rclone());
+}
+
+#[test]
+fn http_rclone_clear_remote_deletes_only_its_prefix() {
+    clear_remote_deletes_only_its_prefix(&HttpStore::rclone(), Some("-http-prefix"));
+}
+
+/// A server without create-only puts (rclone ignores `If-None-Match: *`): a second put of a
+/// key replaces the first. Two cold builds racing to upload the same keys then leave one
+/// valid object per key, and a fresh machine builds from them, correct and fully warm.
+#[test]
+fn http_without_create_only_racing_writers_are_harmless() {
+    use gobuildcache::remote::{http::HttpBackend, Backend, PutOutcome};
+    let store = HttpStore::rclone();
+    let t = TestDir::new();
+    let (a, b) = (t.path("a"), t.path("b"));
+    std::fs::write(&a, b"first").unwrap();
+    std::fs::write(&b, b"second!").unwrap();
+    let backend = HttpBackend::new(
+        &WebDav::url_via(store.server.port()),
+        &gobuildcache::config::HttpSettings::default(),
+    )
+    .unwrap();
+    crate::moto::block_on(async {
+        let k = "gobuildcache/race/k";
+        assert_eq!(backend.put(k, &a, 5).await.unwrap(), PutOutcome::Stored);
+        // What this server gives: the second writer wins (wsgidav answers 412 instead).
+        assert_eq!(backend.put(k, &b, 7).await.unwrap(), PutOutcome::Stored);
+        backend.delete(k).await.unwrap();
+    });
+    assert_eq!(store.read_opt("gobuildcache/race/k"), None);
+
+    let r = Run::new();
+    let (go1, _) = r.fresh(&store, "racer1", &[]);
+    let (go2, _) = r.fresh(&store, "racer2", &[]);
+    let c1 = go1
+        .command(&["build", "./..."])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let c2 = go2
+        .command(&["build", "./..."])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (c, what) in [(c1, "racer 1"), (c2, "racer 2")] {
+        let out = wait_bounded(c, Duration::from_secs(300), what);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for key in object_keys(&store)
+        .iter()
+        .filter(|k| !k.contains("/manifests/"))
+    {
+        let mut body = Vec::new();
+        let h = gobuildcache::remote::object::decode(&store.read(key)[..], &mut body)
+            .unwrap_or_else(|e| panic!("{key} is damaged: {e}"));
+        assert_eq!(gobuildcache::OutputId::of(&body), h.output_id, "{key}");
+    }
+    let (go3, s3) = r.fresh(&store, "after", &[]);
+    let app = r.t.path("app");
+    go3.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
+    let st = stats(&s3);
+    assert_eq!(st.remote_corrupt + st.remote_errors, 0, "{st:?}");
+    assert_warm(&st, 1);
+    let native = GoEnv::native(&r.t, &r.module, &r.t.path("native"));
+    let app_native = r.t.path("app-native");
+    native.ok(&["build", "-o", app_native.to_str().unwrap(), "./cmd/app"]);
+    assert_eq!(
+        std::fs::read(app).unwrap(),
+        std::fs::read(app_native).unwrap()
+    );
 }

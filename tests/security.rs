@@ -501,3 +501,86 @@ fn without_any_credentials_the_build_is_local_only_with_one_warning() {
     assert!(st.puts > 0 && st.misses > 0, "{st:?}");
     assert!(moto.keys("gbc", "").is_empty());
 }
+
+// Azure and HTTP credentials: each fake, each distinctive.
+const AZURE_SAS_SIG: &str = "FakeAzureSasSigLeakCheck";
+const AZURE_CONN_SAS_SIG: &str = "FakeConnStringSigLeakCheck";
+const HTTP_TOKEN: &str = "FakeHttpBearerLeakCheck";
+const HTTP_PASSWORD: &str = "FakeHttpBasicPasswordLeakCheck";
+
+/// SAS tokens and connection strings (refused by Azurite), a bearer token and a basic-auth
+/// password (sent to a WebDAV server, and to one that is gone): none shows in anything the
+/// helper writes, even with -debug.
+#[test]
+fn no_azure_or_http_secret_in_logs_stats_or_files() {
+    use crate::azurite::Azurite;
+    use crate::webdav::WebDav;
+    let t = TestDir::new();
+    let az = Azurite::start();
+    az.create_container("gbc");
+    let check = |what: &str, text: &str| {
+        assert_no_secret(what, text);
+        for s in [AZURE_SAS_SIG, AZURE_CONN_SAS_SIG, HTTP_TOKEN, HTTP_PASSWORD] {
+            assert!(!text.contains(s), "{what}: {s} leaked:\n{text}");
+        }
+    };
+    let sas =
+        format!("sv=2021-08-06&ss=b&srt=sco&sp=rwdl&se=2099-01-01T00:00:00Z&sig={AZURE_SAS_SIG}");
+    let e = env(&[
+        ("GOBUILDCACHE_BACKEND", "azure"),
+        ("GOBUILDCACHE_AZURE_CONTAINER", "gbc"),
+        (
+            "GOBUILDCACHE_AZURE_STORAGE_ENDPOINT",
+            &Azurite::endpoint_for(az.port()),
+        ),
+        ("GOBUILDCACHE_AZURE_STORAGE_SAS_TOKEN", &sas),
+    ]);
+    let (text, st) = everything_written(&t, &[], &e, busy_session());
+    assert!(
+        st.remote_errors > 0 || text.contains("not usable"),
+        "{st:?}\n{text}"
+    );
+    check("azure sas token", &text);
+
+    let conn = format!(
+        "BlobEndpoint={};SharedAccessSignature=sv=2021-08-06&sp=rwdl&sig={AZURE_CONN_SAS_SIG}",
+        Azurite::endpoint_for(az.port())
+    );
+    let e = env(&[
+        ("GOBUILDCACHE_BACKEND", "azure"),
+        ("GOBUILDCACHE_AZURE_CONTAINER", "gbc"),
+        ("GOBUILDCACHE_AZURE_STORAGE_CONNECTION_STRING", &conn),
+    ]);
+    let (text, _) = everything_written(&t, &[], &e, busy_session());
+    assert!(text.contains("not usable"), "{text}");
+    check("azure connection string", &text);
+
+    // Azurite with its (public) development key: works, and prints no key either.
+    let (text, st) = everything_written(&t, &[], &az.env("gbc"), busy_session());
+    assert!(st.uploads > 0, "{st:?}\n{text}");
+    assert!(!text.contains(crate::azurite::KEY), "{text}");
+    assert!(!text.contains("AccountKey"), "{text}");
+
+    let dav = WebDav::start();
+    for (k, v) in [
+        ("GOBUILDCACHE_HTTP_TOKEN", HTTP_TOKEN),
+        ("GOBUILDCACHE_HTTP_PASSWORD", HTTP_PASSWORD),
+    ] {
+        let mut e = dav.env();
+        e.push((k.into(), v.into()));
+        if k.ends_with("PASSWORD") {
+            e.push(("GOBUILDCACHE_HTTP_USERNAME".into(), "ci".into()));
+        }
+        let (text, st) = everything_written(&t, &[], &e, busy_session());
+        assert!(st.uploads + st.uploads_existing > 0, "{st:?}\n{text}");
+        check("http credentials", &text);
+        let mut dead = WebDav::env_via(free_port());
+        dead.extend(
+            e.into_iter()
+                .filter(|(k, _)| !k.contains("URL") && !k.contains("BACKEND")),
+        );
+        let (text, _) = everything_written(&t, &[], &dead, busy_session());
+        assert!(text.contains("not usable"), "{text}");
+        check("http credentials, server gone", &text);
+    }
+}

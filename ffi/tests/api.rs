@@ -746,3 +746,49 @@ fn garbage_on_the_wire_is_a_protocol_error() {
     assert_eq!(end, gbc_serve_end::Closed, "not written on failure");
     drop((resp_r, resp_w));
 }
+
+/// The Azure and HTTP stores' settings cross the ABI as JSON keys, like every other.
+#[test]
+fn open_takes_azure_and_http_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = ptr::null_mut();
+    let json = CString::new(
+        serde_json::json!({"cache-dir": dir.path(), "backend": "azure", "azure-prefix": "p/"})
+            .to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        gbc_cache_open(json.as_ptr(), 0, &mut out),
+        gbc_result::Config
+    );
+    assert!(last_error().contains("azure-container"), "{}", last_error());
+    let json = CString::new(
+        serde_json::json!({
+            "cache-dir": dir.path(),
+            "backend": "http",
+            "http-url": "http://user:pw-LeakCheck@127.0.0.1:1/dav/",
+            "http-token": "tok-LeakCheck",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        gbc_cache_open(json.as_ptr(), 0, &mut out),
+        gbc_result::Config
+    );
+    assert!(!last_error().contains("LeakCheck"), "{}", last_error());
+    // A server that is not there: the cache opens (fail-open) and works locally.
+    let json = CString::new(
+        serde_json::json!({
+            "cache-dir": dir.path(),
+            "backend": "http",
+            "http-url": "http://127.0.0.1:1/dav/",
+            "http-token": "tok-LeakCheck",
+            "stats": false,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    assert_eq!(gbc_cache_open(json.as_ptr(), 0, &mut out), gbc_result::Ok);
+    gbc_cache_free(out);
+}

@@ -5,10 +5,14 @@
 //! checks, read-only mode and fault injection ([`wrap`]), timeouts, retries and the circuit breaker (in
 //! [`crate::cache`]'s remote layer).
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod disk;
 #[cfg(feature = "gcs")]
 pub mod gcs;
 pub mod guard;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod idle;
 pub mod manifest;
 pub mod object;
@@ -117,6 +121,13 @@ pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc
         BackendKind::S3 => Arc::new(s3::S3Backend::new(&config.s3_bucket, &config.aws).await?),
         #[cfg(feature = "gcs")]
         BackendKind::Gcs => Arc::new(gcs::GcsBackend::new(&config.gcs_bucket).await?),
+        #[cfg(feature = "azure")]
+        BackendKind::Azure => Arc::new(azure::AzureBackend::new(
+            &config.azure_container,
+            &config.azure,
+        )?),
+        #[cfg(feature = "http")]
+        BackendKind::Http => Arc::new(http::HttpBackend::new(&config.http_url, &config.http)?),
         // Config validation already refuses a compiled-out store; this keeps `open` total.
         #[allow(unreachable_patterns)]
         kind => return Err(crate::Error::Config(kind.compiled_out(None))),

