@@ -890,6 +890,8 @@ mod tests {
         assert_eq!(redact_url("http://u@h"), "http://h");
     }
 
+    // Selecting a store validates that it is compiled in.
+    #[cfg(all(feature = "azure", feature = "http"))]
     #[test]
     fn azure_and_http_settings() {
         let c = build(

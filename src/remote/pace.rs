@@ -3,9 +3,9 @@
 //! Errors and deadlines (guard.rs) catch a store that fails; they do not catch one that
 //! answers every get, only slowly: each lookup then "succeeds" in a second or two while the
 //! compile it saves takes milliseconds. So every get the go command waits for is weighed:
-//! what it cost (its own download's waits on the network, see [`Progress`]) against
+//! what it cost (its own download's waits on the network, see `Progress`) against
 //! what it saves (a budget: [`GET_FIXED`] plus its size at [`BUILD_RATE`], a cold build's
-//! pace on an idle machine, times the machine's [`contention`]). Over the gets of the last
+//! pace on an idle machine, times the machine's `contention`). Over the gets of the last
 //! [`SPAN`] and those still waiting, once the waits add up to [`EVIDENCE`] and to
 //! [`SLOW_RATIO`] times their budgets, the store is judged slow: every get is then a local
 //! miss at once, downloads in progress (gets, prefetch, pack) end, and now and then a probe
@@ -58,7 +58,7 @@ pub const SLOW_CLOSE: Duration = Duration::from_secs(2);
 pub const TICK: Duration = Duration::from_millis(100);
 /// A verdict this long after the last resume starts the back-off afresh.
 const BACKOFF_RESET: Duration = Duration::from_secs(60);
-/// The most the budgets grow on a busy machine (see [`contention`]).
+/// The most the budgets grow on a busy machine (see `contention`).
 pub const MAX_CONTENTION: f64 = 8.0;
 /// How long a measure of [`contention`] is reused.
 const CONTENTION_TTL: Duration = Duration::from_secs(2);
