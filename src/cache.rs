@@ -8,7 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,6 +44,11 @@ struct Inner {
     /// Whether flush publishes the warm start (manifest, pack): for a go command's session
     /// or the prefetch step, not for every tool that opens the library (see `publish`).
     publish: AtomicBool,
+    /// Entries handed to the remote tier, and that count when the last flush began: close
+    /// flushes again only if something was shared since (never twice the wait for uploads
+    /// a flush already gave up on). `u64::MAX`: no flush yet.
+    shared: AtomicU64,
+    flushed_at: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -88,6 +93,8 @@ impl Cache {
                 prefetch,
                 trimmer: std::sync::Mutex::new(trimmer),
                 publish: AtomicBool::new(publish),
+                shared: AtomicU64::new(0),
+                flushed_at: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -262,6 +269,7 @@ impl Cache {
         if self.inner.config.read_only {
             return;
         }
+        self.inner.shared.fetch_add(1, Ordering::AcqRel);
         let up = Upload {
             action: *action,
             entry: entry.clone(),
@@ -346,6 +354,8 @@ impl Cache {
         let (Some(r), Some(rt)) = (&self.inner.remote, &self.inner.runtime) else {
             return 0;
         };
+        let shared = self.inner.shared.load(Ordering::Acquire);
+        self.inner.flushed_at.store(shared, Ordering::Release);
         let mut timeout = self.inner.config.close_timeout;
         if r.is_slow() {
             // Uploads through a store judged too slow would hold close for nothing.
@@ -401,7 +411,13 @@ impl Cache {
         if self.inner.closed.load(Ordering::Acquire) {
             return 0;
         }
-        let left = self.flush();
+        let shared = self.inner.shared.load(Ordering::Acquire);
+        let left = if self.inner.flushed_at.load(Ordering::Acquire) == shared {
+            // A flush (a go command's `close`) already waited for these.
+            self.inner.remote.as_ref().map_or(0, |r| r.pending())
+        } else {
+            self.flush()
+        };
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             self.inner.local.close();
             self.inner.join_trimmer();

@@ -481,7 +481,12 @@ fn black_hole(rig: &Rig, with_test: bool) {
         .add("hole", Stream::Downstream, Toxic::Timeout { ms: 0 });
     let o = rig.warm("hole", with_test, None);
     let s = &o.build;
-    assert!(s.remote_errors > 0 && s.breaker_trips >= 1, "{s:?}");
+    // Either stops the asking: the breaker after failures, or the slow-store verdict once
+    // the waits add up (whichever comes first depends on the machine's pace).
+    assert!(
+        s.remote_errors > 0 && (s.breaker_trips >= 1 || s.slow_verdicts >= 1),
+        "{s:?}"
+    );
     assert_eq!(s.remote_hits + s.uploads, 0, "{s:?}");
     rig.check_healed("hole");
 }

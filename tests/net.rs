@@ -25,7 +25,9 @@ pub fn http_request(
 ) -> std::io::Result<(u16, Vec<u8>)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Generous: toxiproxy answers the removal of a latency or bandwidth toxic only once the
+    // data it holds back has drained, which on a loaded machine has taken over 10 s.
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let ct = content_type
         .map(|c| format!("Content-Type: {c}\r\n"))
         .unwrap_or_default();

@@ -628,6 +628,11 @@ impl RemoteTier {
         }
     }
 
+    /// Uploads queued or running.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Waits until every queued upload is done or `deadline` passes; returns how many were
     /// still pending then (and counts them).
     pub async fn drain(&self, deadline: Duration) -> u64 {
