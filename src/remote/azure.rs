@@ -40,6 +40,7 @@ use object_store::{
 };
 use tokio::io::AsyncReadExt;
 
+use super::error_chain as chain;
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::config::{redact_url, AzureSettings};
 use crate::Error;
@@ -500,20 +501,6 @@ pub(crate) fn scrub(text: &str) -> String {
         } else {
             out.push_str(word);
         }
-    }
-    out
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
     }
     out
 }

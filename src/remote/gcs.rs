@@ -29,6 +29,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::OnceCell;
 
+use super::error_chain as chain;
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::Error;
 
@@ -612,21 +613,6 @@ fn auth_failure(key_file: Option<&Path>, e: &gcp_auth::Error) -> (bool, String) 
         transient,
         format!("getting credentials from {source}: {detail}"),
     )
-}
-
-/// An error and its sources, `a: b: c`, skipping a source whose text its parent already shows.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

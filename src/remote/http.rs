@@ -31,6 +31,7 @@ use futures_util::TryStreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
+use super::error_chain as chain;
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::config::{redact_url, HttpSettings};
 use crate::Error;
@@ -545,20 +546,6 @@ fn local_error(what: &str, path: &Path, e: io::Error) -> BackendError {
         io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => BackendError::Permanent(msg),
         _ => BackendError::Transient(msg),
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -107,6 +107,22 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
+/// An error and its sources, `a: b: c`, skipping a source whose text its parent already shows.
+#[cfg(any(feature = "gcs", feature = "azure", feature = "http"))]
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
 /// Builds the configured store, wrapped for fault injection and read-only mode: the one
 /// place that matches on the backend kind. `None` when the configuration is local-only.
 pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc<dyn Backend>>> {
