@@ -30,6 +30,7 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::OnceCell;
 
 use super::error_chain as chain;
+use super::{local_error, transport_error};
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::Error;
 
@@ -569,27 +570,6 @@ fn error_detail(body: &[u8]) -> String {
         return String::new(); // an HTML error page says nothing the status does not
     }
     line.chars().take(200).collect()
-}
-
-fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
-    let timeout = e.is_timeout();
-    let builder = e.is_builder();
-    let msg = format!("{what}: {}", chain(&e.without_url()));
-    if builder {
-        BackendError::Permanent(msg)
-    } else if timeout {
-        BackendError::Transient(format!("{msg} (timed out)"))
-    } else {
-        BackendError::Transient(msg)
-    }
-}
-
-fn local_error(what: &str, path: &Path, e: io::Error) -> BackendError {
-    let msg = format!("{what}: reading {}: {e}", path.display());
-    match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => BackendError::Permanent(msg),
-        _ => BackendError::Transient(msg),
-    }
 }
 
 /// Whether a retry can help, and the reason. Credentials that cannot be found or parsed will

@@ -32,6 +32,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::error_chain as chain;
+use super::{local_error, transport_error};
 use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
 use crate::config::{redact_url, HttpSettings};
 use crate::Error;
@@ -524,27 +525,6 @@ async fn status_error(what: &str, mut resp: Response) -> BackendError {
         BackendError::Transient(msg)
     } else {
         BackendError::Permanent(msg)
-    }
-}
-
-fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
-    let builder = e.is_builder();
-    let timeout = e.is_timeout();
-    let msg = format!("{what}: {}", chain(&e.without_url()));
-    if builder {
-        BackendError::Permanent(msg)
-    } else if timeout {
-        BackendError::Transient(format!("{msg} (timed out)"))
-    } else {
-        BackendError::Transient(msg)
-    }
-}
-
-fn local_error(what: &str, path: &Path, e: io::Error) -> BackendError {
-    let msg = format!("{what}: reading {}: {e}", path.display());
-    match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => BackendError::Permanent(msg),
-        _ => BackendError::Transient(msg),
     }
 }
 

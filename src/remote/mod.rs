@@ -123,6 +123,33 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// A reqwest failure as a backend error: a request we could not even build is permanent;
+/// anything on the wire may pass.
+#[cfg(any(feature = "gcs", feature = "http"))]
+pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
+    let (builder, timeout) = (e.is_builder(), e.is_timeout());
+    let msg = format!("{what}: {}", error_chain(&e.without_url()));
+    if builder {
+        BackendError::Permanent(msg)
+    } else if timeout {
+        BackendError::Transient(format!("{msg} (timed out)"))
+    } else {
+        BackendError::Transient(msg)
+    }
+}
+
+/// A local file a put streams from, unreadable: gone or forbidden will not change.
+#[cfg(any(feature = "gcs", feature = "http"))]
+pub(crate) fn local_error(what: &str, path: &Path, e: std::io::Error) -> BackendError {
+    let msg = format!("{what}: reading {}: {e}", path.display());
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+            BackendError::Permanent(msg)
+        }
+        _ => BackendError::Transient(msg),
+    }
+}
+
 /// Builds the configured store, wrapped for fault injection and read-only mode: the one
 /// place that matches on the backend kind. `None` when the configuration is local-only.
 pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc<dyn Backend>>> {
