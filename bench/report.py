@@ -53,7 +53,7 @@ def gocacher_stats(log):
 
 
 def floor_stats(log):
-    """examples/protocol_floor prints its counters at close."""
+    """tools/src/bin/protocol_floor.rs prints its counters at close."""
     try:
         with open(log, errors="replace") as f:
             found = FLOOR_RE.findall(f.read())
@@ -161,7 +161,7 @@ def main():
       "GOCACHEPROG=gobuildcache -cache-dir DIR (private GOCACHE too); "
       "GOTOOLCHAIN=local, GOFLAGS= on every side")
     if has_floor:
-        p("- floor (W1 only): GOCACHEPROG=`examples/protocol_floor DIR` (private GOCACHE too), DIR a copy "
+        p("- floor (W1 only): GOCACHEPROG=`protocol_floor DIR` (tools/src/bin/protocol_floor.rs) (private GOCACHE too), DIR a copy "
           "of native's cache taken once after its cold fill; a helper that does no work per request")
     p("")
 
@@ -294,7 +294,7 @@ def main():
       "each side, a cross-check when other load on the machine only ever adds time.")
     if has_floor:
         p("")
-        p("The floor is `examples/protocol_floor`, a GOCACHEPROG helper that does no work: it answers "
+        p("The floor is `tools/src/bin/protocol_floor.rs`, a GOCACHEPROG helper that does no work: it answers "
           "each get from memory (a copy of native's filled cache, preloaded at start, DiskPath pointing "
           "at native's own files), so floor / native is what the go command's own GOCACHEPROG path costs "
           "(a JSON request and response over a pipe per get), the least any helper's ratio to native can "

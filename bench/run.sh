@@ -15,7 +15,7 @@
 #                         toxiproxy-server; `go install` for go-cacher); 0: fail if one is missing
 #   BENCH_GOCACHER=1      1: include bradfitz/go-tool-cache's go-cacher (disk) in W1 and W3, and in
 #                         W2 with its HTTP cache server gocached behind the same toxiproxy; 0: skip
-#   BENCH_FLOOR=1         1: include the "floor" side in W1: examples/protocol_floor, a helper that
+#   BENCH_FLOOR=1         1: include the "floor" side in W1: tools/src/bin/protocol_floor.rs, a helper that
 #                         does no work (answers gets from a copy of the native side's filled cache,
 #                         preloaded in memory), i.e. what the go command's GOCACHEPROG path itself
 #                         costs; 0: skip it
@@ -28,8 +28,8 @@
 #   BENCH_W2_PREFETCH=    empty: the helper's default; else a list of GOBUILDCACHE_PREFETCH values
 #                         to compare in the same run, e.g. "on off"
 #   BENCH_MANIFEST_KEY=   if set, GOBUILDCACHE_MANIFEST_KEY for every remote run (fill and W2)
-#   BENCH_BUILD=1         0: skip `cargo build --release` and `cargo build --release --example
-#                         protocol_floor` (use the binaries already built)
+#   BENCH_BUILD=1         0: skip `cargo build --release` and `cargo build --release -p
+#                         gobuildcache-tools --bin protocol_floor` (use the binaries already built)
 #   BENCH_BIN=path        benchmark this helper binary instead of target/release/gobuildcache
 #   BENCH_BUILD_PKGS=std  what `go build` builds (a small package, e.g. fmt, for a smoke test)
 #   BENCH_TEST_PKGS="strings strconv bytes encoding/json"   packages for `go test`
@@ -146,14 +146,14 @@ else
     SRC_BIN="$ROOT/target/release/gobuildcache"
 fi
 [[ -x "$SRC_BIN" ]] || die "helper binary $SRC_BIN missing or not executable (build it or set BENCH_BIN)"
-# The floor helper (examples/protocol_floor.rs): built from this tree whatever BENCH_BIN says.
-SRC_FLOOR="$ROOT/target/release/examples/protocol_floor"
+# The floor helper (tools/src/bin/protocol_floor.rs): built from this tree whatever BENCH_BIN says.
+SRC_FLOOR="$ROOT/target/release/protocol_floor"
 if [[ "$FLOOR" == 1 ]]; then
     if [[ "$DO_BUILD" != 0 ]]; then
         command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH (BENCH_BUILD=0 or BENCH_FLOOR=0)"
-        note "cargo build --release --example protocol_floor"
-        (cd "$ROOT" && cargo build --release --quiet --example protocol_floor) ||
-            die "cargo build --release --example protocol_floor failed (BENCH_FLOOR=0 skips the floor)"
+        note "cargo build --release -p gobuildcache-tools --bin protocol_floor"
+        (cd "$ROOT" && cargo build --release --quiet -p gobuildcache-tools --bin protocol_floor) ||
+            die "cargo build --release -p gobuildcache-tools --bin protocol_floor failed (BENCH_FLOOR=0 skips the floor)"
     fi
     [[ -x "$SRC_FLOOR" ]] || die "floor helper $SRC_FLOOR missing (build it, or BENCH_FLOOR=0 skips it)"
 fi

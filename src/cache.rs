@@ -15,10 +15,10 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::ids::{ActionId, OutputId};
 use crate::local::{LocalTier, Lookup, PendingPut, TrimReport};
-use crate::remote::manifest::{self, Names};
-use crate::remote::prefetch::Prefetch;
 use crate::remote::tier::{Origin, RemoteTier, Settings, Upload};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::warm::manifest::{self, Names};
+use crate::warm::prefetch::Prefetch;
 use crate::{Entry, Error, Result};
 
 /// A build cache: the local disk tier and, when configured, a shared remote.
@@ -282,11 +282,7 @@ impl Cache {
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        let mut snap = self.inner.stats.snapshot();
-        if let Some(r) = &self.inner.remote {
-            snap.breaker_trips = r.backend.breaker.trips.load(Ordering::Relaxed);
-        }
-        snap
+        self.inner.stats.snapshot()
     }
 
     /// Trims the local tier to `max-size` now (it also runs by itself about hourly).
@@ -316,7 +312,9 @@ impl Cache {
             ));
         }
         match (&self.inner.remote, &self.inner.runtime) {
-            (Some(r), Some(rt)) => block_on(rt, r.clear(force, announce)),
+            (Some(r), Some(rt)) => {
+                block_on(rt, r.clear(force, announce, manifest::is_manifest_key))
+            }
             _ => Err(Error::Config(format!(
                 "no remote to clear: backend {} without -remote-dir is local only",
                 self.inner.config.backend.name()
@@ -456,7 +454,7 @@ fn open_remote(
         .build()
         .map_err(|e| Error::io("starting the I/O runtime", e))?;
     let remote = block_on(&rt, async {
-        let Some(backend) = crate::remote::open(config).await? else {
+        let Some(backend) = crate::store::open(config).await? else {
             return Ok::<_, Error>(None);
         };
         let settings = Settings {

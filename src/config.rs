@@ -110,7 +110,7 @@ impl std::fmt::Debug for AwsSettings {
 }
 
 /// Azure settings beyond container and prefix. Without a connection string or SAS token the
-/// Entra ID chain is used (see `remote::azure`).
+/// Entra ID chain is used (see `store::azure`).
 #[derive(Clone, Debug, Default)]
 pub struct AzureSettings {
     /// The storage account name (else taken from the connection string or endpoint).
@@ -255,9 +255,9 @@ impl Default for Config {
             lock_dir: None,
             lock_type: LockType::Fslock,
             s3_bucket: String::new(),
-            s3_prefix: "gobuildcache/".into(),
+            s3_prefix: DEFAULT_PREFIX.into(),
             gcs_bucket: String::new(),
-            gcs_prefix: "gobuildcache/".into(),
+            gcs_prefix: DEFAULT_PREFIX.into(),
             azure_container: String::new(),
             azure_prefix: DEFAULT_PREFIX.into(),
             azure: AzureSettings::default(),
@@ -704,6 +704,37 @@ mod tests {
             b = b.flag(k, v);
         }
         b.build_with_env(&|k| env.get(k).cloned())
+    }
+
+    /// The help's `[default: V]` is the default: setting V changes nothing. Defaults that
+    /// are derived (a path, a name, a session kind) are described, not given, and skipped.
+    #[test]
+    fn help_states_the_defaults() {
+        let derived = [
+            "cache-dir",
+            "lock-dir",
+            "manifest-key",
+            "manifest-fallback",
+            "publish",
+            "azure-storage-endpoint",
+        ];
+        let mut checked = 0;
+        for s in SETTINGS {
+            let Some(v) = s.help.split("[default: ").nth(1) else {
+                continue;
+            };
+            if derived.contains(&s.key) {
+                continue;
+            }
+            let v = v.trim_end_matches(']');
+            let mut c = build(&[], &[(s.key, v)]).unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            c.origins.clear();
+            let mut d = build(&[], &[]).unwrap();
+            d.origins.clear();
+            assert_eq!(format!("{c:?}"), format!("{d:?}"), "-{} {v}", s.key);
+            checked += 1;
+        }
+        assert!(checked >= 15, "{checked}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub mod protocol;
 pub mod remote;
 pub mod server;
 mod stats;
+pub mod store;
+pub mod warm;
 pub use stats::peak_rss_bytes;
 
 use std::path::PathBuf;
@@ -84,11 +86,19 @@ pub fn init_logging(debug: bool) {
         .with_target("aws_sdk_s3", quiet)
         .with_target("hyper_util", quiet)
         .with_target("reqwest", quiet);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
+    // Warnings land in the go command's output: no clock there. With debug, seconds since
+    // start tell where a slow build's time went.
+    let fmt = if debug {
+        fmt.with_timer(tracing_subscriber::fmt::time::uptime())
+            .boxed()
+    } else {
+        fmt.without_time().boxed()
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(filter)

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gobuildcache::config::{AzureSettings, Secret};
-use gobuildcache::remote::azure::AzureBackend;
-use gobuildcache::remote::Backend;
+use gobuildcache::store::azure::AzureBackend;
+use gobuildcache::store::Backend;
 use sha2::{Digest, Sha256};
 
 use crate::moto::block_on;

@@ -23,7 +23,7 @@ mod slow;
 /// `-close-timeout` for every helper here: how long close may wait for uploads stuck on a
 /// faulty link (the default, 30s, would only make the tests slower).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The helper's own limits (src/remote/guard.rs `Limits::default`), for the time bounds.
+/// The helper's own limits (src/store/guard.rs `Limits::default`), for the time bounds.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const GET_TIMEOUT: Duration = Duration::from_secs(3);
 const GET_ATTEMPTS: u32 = 2;

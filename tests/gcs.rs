@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use gobuildcache::remote::gcs::GcsBackend;
-use gobuildcache::remote::{Backend, BackendError, PutOutcome};
+use gobuildcache::store::gcs::GcsBackend;
+use gobuildcache::store::{Backend, BackendError, PutOutcome};
 use tokio::io::AsyncReadExt;
 
 use crate::fake_gcs::{free_port, FakeGcs};

@@ -1,6 +1,6 @@
 //! Hostile GOCACHEPROG input, generated from a seed, and a checker that runs it through the
 //! request parser and the whole server loop. One source for two users: the bounded CI test
-//! (`tests/robust.rs`) and the long run (`examples/fuzz_protocol.rs`, which includes this file
+//! (`tests/robust.rs`) and the long run (`tools/src/bin/fuzz_protocol.rs`, which includes this file
 //! by path), so both always exercise the same cases.
 //!
 //! Every generated item says what it must get: an answer (a put's DiskPath holding its body),

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gobuildcache::config::{AwsSettings, Secret};
-use gobuildcache::remote::s3::S3Backend;
+use gobuildcache::store::s3::S3Backend;
 
 pub const ACCESS_KEY: &str = "testing";
 pub const SECRET_KEY: &str = "testing";
@@ -232,7 +232,7 @@ impl Moto {
 
     /// Every key in `bucket` under `prefix`, sorted.
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        use gobuildcache::remote::Backend;
+        use gobuildcache::store::Backend;
         block_on(async {
             let b = self.backend(bucket).await;
             let list = b.list(prefix).await.unwrap();

@@ -463,7 +463,7 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
     let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/bad-manifests")];
     let (go1, _) = r.fresh(store, "fill", &key);
     go1.ok(&["build", "./..."]);
-    let dir = gobuildcache::remote::manifest::dir_key("gobuildcache/", "suite/bad-manifests");
+    let dir = gobuildcache::warm::manifest::dir_key("gobuildcache/", "suite/bad-manifests");
     let valid: Vec<String> = store
         .keys()
         .into_iter()
@@ -474,7 +474,7 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
     let mut garbage = store.read(&valid[0]);
     garbage[20] ^= 0xff;
     store.write(&format!("{dir}ffffffffffffff00-00000000"), &garbage);
-    let huge = vec![7u8; gobuildcache::remote::manifest::MAX_BYTES as usize + 1];
+    let huge = vec![7u8; gobuildcache::warm::manifest::MAX_BYTES as usize + 1];
     store.write(&format!("{dir}ffffffffffffff01-00000000"), &huge);
 
     let (go2, s2) = r.fresh(store, "after", &key);
@@ -497,7 +497,7 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
 /// Two jobs publishing the same manifest name at once both land (no overwrite), and the
 /// next run starts from the union of what they used.
 pub fn concurrent_publishers_are_merged(store: &dyn Store) {
-    use gobuildcache::remote::manifest::{dir_key, Manifest};
+    use gobuildcache::warm::manifest::{dir_key, Manifest};
     let r = Run::new();
     let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/merge")];
     let (ga, _) = r.fresh(store, "a", &key);
@@ -520,7 +520,7 @@ pub fn concurrent_publishers_are_merged(store: &dyn Store) {
     let published: Vec<Manifest> = store
         .keys()
         .into_iter()
-        .filter(|k| k.starts_with(&dir) && !gobuildcache::remote::pack::is_pack(k))
+        .filter(|k| k.starts_with(&dir) && !gobuildcache::warm::pack::is_pack(k))
         .map(|k| Manifest::decode(&store.read(&k)).unwrap())
         .collect();
     assert_eq!(published.len(), 2, "both publishes landed");
@@ -536,7 +536,7 @@ fn pack_keys(store: &dyn Store) -> Vec<String> {
     store
         .keys()
         .into_iter()
-        .filter(|k| gobuildcache::remote::pack::is_pack(k))
+        .filter(|k| gobuildcache::warm::pack::is_pack(k))
         .collect()
 }
 
@@ -578,7 +578,7 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
         "only what the first prefetch left: {st:?} {st2:?}"
     );
     if st2.pack_published > 0 {
-        assert!(single >= gobuildcache::remote::pack::MIN_SINGLE, "{st2:?}");
+        assert!(single >= gobuildcache::warm::pack::MIN_SINGLE, "{st2:?}");
     }
     let packs = pack_keys(store).len();
     assert!((1..=2).contains(&packs), "{:?}", store.keys());
@@ -612,7 +612,7 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
     assert_eq!(st.local_hits, st.hits, "{st:?}");
     assert_eq!(st.pack_published, 0, "{st:?}");
     assert_eq!(std::fs::read(&app1).unwrap(), std::fs::read(&app3).unwrap());
-    assert!(pack_keys(store).len() <= gobuildcache::remote::pack::KEEP);
+    assert!(pack_keys(store).len() <= gobuildcache::warm::pack::KEEP);
 }
 
 /// A damaged pack is reported once and deleted; what it could not deliver is fetched one
@@ -1125,7 +1125,7 @@ fn http_rclone_clear_remote_deletes_only_its_prefix() {
 /// valid object per key, and a fresh machine builds from them, correct and fully warm.
 #[test]
 fn http_without_create_only_racing_writers_are_harmless() {
-    use gobuildcache::remote::{http::HttpBackend, Backend, PutOutcome};
+    use gobuildcache::store::{http::HttpBackend, Backend, PutOutcome};
     let store = HttpStore::rclone();
     let t = TestDir::new();
     let (a, b) = (t.path("a"), t.path("b"));

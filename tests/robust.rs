@@ -4,7 +4,7 @@
 
 use crate::hostile;
 
-/// The long run's generator and checks (`examples/fuzz_protocol.rs`), bounded for CI.
+/// The long run's generator and checks (`tools/src/bin/fuzz_protocol.rs`), bounded for CI.
 #[test]
 fn randomized_hostile_sessions() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,8 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use gobuildcache::remote::s3::S3Backend;
-use gobuildcache::remote::{Backend, BackendError, PutOutcome};
+use gobuildcache::store::s3::S3Backend;
+use gobuildcache::store::{Backend, BackendError, PutOutcome};
 use tokio::io::AsyncReadExt;
 
 use crate::moto::{self, Moto};

@@ -6,7 +6,7 @@
 mod net;
 mod util;
 
-// Hostile protocol input: a seeded generator and its checks (shared with examples/fuzz_protocol.rs).
+// Hostile protocol input: a seeded generator and its checks (shared with tools/src/bin/fuzz_protocol.rs).
 mod hostile;
 // Protocol robustness: hostile input through the server loop and the binary.
 mod robust;

@@ -3,11 +3,12 @@
 //! Errors and deadlines (guard.rs) catch a store that fails; they do not catch one that
 //! answers every get, only slowly: each lookup then "succeeds" in a second or two while the
 //! compile it saves takes milliseconds. So every get the go command waits for is weighed:
-//! what it cost (its own download's waits on the network, see `Progress`) against
+//! what it cost (its waits on the store, see `Progress`) against
 //! what it saves (a budget: [`GET_FIXED`] plus its size at [`BUILD_RATE`], a cold build's
 //! pace on an idle machine, times the machine's `contention`). Over the gets of the last
 //! [`SPAN`] and those still waiting, once the waits add up to [`EVIDENCE`] and to
-//! [`SLOW_RATIO`] times their budgets, the store is judged slow: every get is then a local
+//! [`SLOW_RATIO`] times their budgets, with [`MIN_SLOW_CALLS`] calls over that ratio each,
+//! the store is judged slow: every get is then a local
 //! miss at once, downloads in progress (gets, prefetch, pack) end, and now and then a probe
 //! in the background (never on the build's path) fetches one object; one that arrives well
 //! within its budget lifts the verdict. The back-off between probes doubles while the store
@@ -40,6 +41,10 @@ pub const GET_FIXED: Duration = Duration::from_millis(150);
 pub const BUILD_RATE: u64 = 2 << 20;
 /// Waiting summed over gets before a verdict: one slow get is not a trend.
 pub const EVIDENCE: Duration = Duration::from_secs(3);
+/// How many calls (gets, and the start-up check) must each have waited over [`SLOW_RATIO`]
+/// times their budget: one slow call is not a trend (a loaded test server once stalled a
+/// single 404 for 4 s, and answered everything else at once).
+pub const MIN_SLOW_CALLS: usize = 2;
 /// How many times their budgets the waits must come to: a clear loss, not a close call
 /// (on a loaded machine a healthy store's gets and the compiles they save slow down alike).
 pub const SLOW_RATIO: u32 = 2;
@@ -48,6 +53,9 @@ pub const SPAN: Duration = Duration::from_secs(5);
 /// First wait before a probe; doubled after each slow probe up to [`BACKOFF_MAX`].
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// How long a probe waits for the store's answer before it counts as slow (far over the
+/// [`GET_FIXED`] a fast answer takes).
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(1);
 /// A probe lifts the verdict only if it fetched at least this much (a small object or a
 /// "not found" says little about bandwidth) within half its budget.
 pub const PROBE_BYTES: u64 = 16 << 10;
@@ -182,16 +190,19 @@ impl Pace {
         while st.done.front().is_some_and(|d| now - d.0 > SPAN) {
             st.done.pop_front();
         }
-        let (mut cost, mut saved) = (Duration::ZERO, Duration::ZERO);
-        for (_, c, b) in &st.done {
-            cost += *c;
-            saved += *b;
+        let (mut cost, mut saved, mut over) = (Duration::ZERO, Duration::ZERO, 0);
+        let waiting = st.waiting.values().filter(|p| p.started());
+        let samples = st
+            .done
+            .iter()
+            .map(|(_, c, b)| (*c, *b))
+            .chain(waiting.map(|p| (p.cost(), budget(p.bytes.load(Ordering::Relaxed)))));
+        for (c, b) in samples {
+            cost += c;
+            saved += b;
+            over += usize::from(c > b * SLOW_RATIO);
         }
-        for p in st.waiting.values().filter(|p| p.started()) {
-            cost += p.cost();
-            saved += budget(p.bytes.load(Ordering::Relaxed));
-        }
-        if cost < EVIDENCE || cost <= saved * SLOW_RATIO {
+        if cost < EVIDENCE || cost <= saved * SLOW_RATIO || over < MIN_SLOW_CALLS {
             return;
         }
         // On a machine too busy to give us the CPU, gets and the compiles they save slow
@@ -229,6 +240,15 @@ impl Pace {
                 saved.as_secs_f64()
             ),
         );
+    }
+
+    /// Weighs a call the build waited on that brings no object (the start-up check) like
+    /// a get that missed.
+    pub fn observe(&self, cost: Duration) {
+        self.lock()
+            .done
+            .push_back((Instant::now(), cost, budget(0)));
+        self.judge();
     }
 
     /// Records a probe's outcome: lifts the verdict, or waits longer before the next one.
@@ -294,10 +314,11 @@ fn contention() -> f64 {
     (1.0 + wait as f64 / run as f64).clamp(1.0, MAX_CONTENTION)
 }
 
-/// What one get's own download has cost so far: the time spent waiting on the network (for
-/// the response, then for body bytes), not on this machine's CPU (decoding, hashing,
-/// writing) nor on a prefetch or the pack, which a busy machine slows down like the
-/// compiles: those say nothing about the store.
+/// What one get has cost so far: the time spent waiting on the store (for the response, then
+/// for body bytes; for the pack stream or a prefetch downloading the same entry when it
+/// waits on those instead), not on this machine's CPU between reads (decoding,
+/// hashing, writing). Waits on the pack or a prefetch include some of their CPU, which a
+/// busy machine slows down like the compiles: `contention` scales the yardstick for that.
 pub(crate) struct Progress {
     base: Instant,
     bytes: AtomicU64,
@@ -513,6 +534,17 @@ mod tests {
     }
 
     #[test]
+    fn one_stalled_get_is_not_a_verdict() {
+        let p = pace();
+        sample(&p, Duration::from_secs(4), 0);
+        assert!(!p.is_slow(), "one get, however long");
+        sample(&p, Duration::from_millis(20), 0);
+        assert!(!p.is_slow(), "and the next one was fast");
+        sample(&p, Duration::from_millis(900), 0);
+        assert!(p.is_slow(), "a second slow one is a trend");
+    }
+
+    #[test]
     fn waits_in_progress_count() {
         let p = pace();
         let a = go(&p);
@@ -554,7 +586,8 @@ mod tests {
     #[test]
     fn probes_lift_the_verdict_only_when_clearly_fast() {
         let p = pace();
-        sample(&p, Duration::from_secs(3), 0);
+        sample(&p, Duration::from_millis(1500), 0);
+        sample(&p, Duration::from_millis(1500), 0);
         assert!(p.is_slow());
         p.lock().probe_at = Some(Instant::now());
         assert!(matches!(p.admit(), Admit::Skip { probe: true }));
@@ -604,6 +637,7 @@ mod tests {
         let p2 = Arc::clone(&p);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            sample(&p2, Duration::from_secs(5), 0);
             sample(&p2, Duration::from_secs(5), 0);
         });
         let e = r.read_u8().await.unwrap_err();

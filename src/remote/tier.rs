@@ -2,6 +2,7 @@
 //! single-flight, and fail-open accounting. One of these sits on top of any [`Backend`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
 
-use super::guard::{Guarded, Limits};
-use super::idle::IdleTimeout;
 use super::object::{self, Codec, Header};
 use super::pace::{self, Abort, Admit, Pace, Probe, Progress};
-use super::{Backend, BackendError, PutOutcome};
 use crate::config::LockType;
 use crate::ids::ActionId;
 use crate::local::{LocalTier, Lookup};
 use crate::stats::Stats;
+use crate::store::guard::{Guarded, Limits};
+use crate::store::idle::IdleTimeout;
+use crate::store::{Backend, BackendError, PutOutcome};
 use crate::{Entry, Error, Result};
 
 /// Uploads waiting beyond this are skipped (counted, warned once): the entry stays local.
@@ -29,7 +30,7 @@ pub(crate) const QUEUE_CAP: usize = 4096;
 const UPLOAD_CONCURRENCY: usize = 8;
 /// A body read that makes no progress for this long fails the fetch (a server that stalls
 /// mid-body must not hold a fetch forever).
-pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A body slower than this on average (after a grace as long as a get's header deadline)
 /// fails the fetch: at that rate a remote hit costs more than the compile it saves, and a
 /// trickling link would otherwise stretch a build without limit.
@@ -43,14 +44,13 @@ const SMALL_REMOTE: usize = 1000;
 /// Whether `clear` may delete `key`. A prefix ending in `/` (or empty, with `--force`) is a
 /// directory: everything in it. Any other prefix is a string start, which other keys can share
 /// (`gobuildcache` is the start of `gobuildcache-other/x`), so only keys this cache writes,
-/// the prefix and an ActionID in hex, are its.
-fn is_ours(prefix: &str, key: &str) -> bool {
+/// the prefix and an ActionID in hex, are its, and those `also` recognises (the warm start's).
+fn is_ours(prefix: &str, key: &str, also: fn(&str) -> bool) -> bool {
     match key.strip_prefix(prefix) {
         None => false,
         Some(_) if prefix.is_empty() || prefix.ends_with('/') => true,
         Some(rest) => {
-            (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
-                || super::manifest::is_manifest_key(rest)
+            (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit())) || also(rest)
         }
     }
 }
@@ -63,20 +63,20 @@ pub(crate) struct Upload {
 pub(crate) struct RemoteTier {
     pub backend: Arc<Guarded>,
     /// Whether fetching still pays: gets, the prefetch and the pack follow its verdict.
-    pub(super) pace: Arc<Pace>,
+    pub(crate) pace: Arc<Pace>,
     prefix: String,
-    pub(super) codec: Codec,
+    pub(crate) codec: Codec,
     read_only: bool,
     lock_type: LockType,
     lock_dir: PathBuf,
-    pub(super) local: Arc<LocalTier>,
-    pub(super) stats: Arc<Stats>,
+    pub(crate) local: Arc<LocalTier>,
+    pub(crate) stats: Arc<Stats>,
     /// In-process single-flight: one fetch per ActionID, others wait for its result.
     flights: Mutex<HashMap<ActionId, Arc<Flight>>>,
     /// Everything the remote held at start-up, when it was small (see [`SMALL_REMOTE`]).
     listed: std::sync::OnceLock<std::collections::HashSet<ActionId>>,
-    /// Entries a pack being read will deliver (see `pack.rs`).
-    pub(super) packed: super::pack::Slots,
+    /// Entries a stream (a warm-start pack) has promised (see `slots.rs`).
+    pub(crate) packed: super::slots::Slots,
     queue: mpsc::Sender<Upload>,
     checked: OnceCell<()>,
     /// Queued plus running uploads.
@@ -118,6 +118,7 @@ impl RemoteTier {
         let location = format!("{}/{}", backend.location(), s.prefix);
         let trip_stats = Arc::clone(&stats);
         let on_trip = Box::new(move |e: &BackendError| {
+            Stats::add(&trip_stats.breaker_trips, 1);
             trip_stats.warn_once(
                 "breaker",
                 &format!("remote cache {location} keeps failing ({e}); not calling it for a while"),
@@ -159,7 +160,7 @@ impl RemoteTier {
 
     /// Resolves once the start-up check is done: remote calls wait for it, so a broken
     /// remote is reported as such (once) before any get or put can complain about it.
-    pub(super) async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.checked.get_or_init(|| self.startup_check()).await;
     }
 
@@ -185,35 +186,39 @@ impl RemoteTier {
     }
 
     /// Whether a fetch of `action` is running in this process.
-    pub(super) fn in_flight(&self, action: &ActionId) -> bool {
+    pub(crate) fn in_flight(&self, action: &ActionId) -> bool {
         let f = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         f.contains_key(action)
     }
 
     /// With `fslock`, a named lock in the lock dir without waiting: `Ok(None)` while another
     /// process holds it (and without fslock).
-    pub(super) fn try_lock_file(&self, name: &str) -> io::Result<Option<FileLock>> {
+    pub(crate) fn try_lock_file(&self, name: &str) -> io::Result<Option<FileLock>> {
         if self.lock_type != LockType::Fslock {
             return Ok(None);
         }
         FileLock::try_acquire(self.lock_dir.join(name))
     }
 
-    pub(super) fn fslock(&self) -> bool {
+    pub(crate) fn fslock(&self) -> bool {
         self.lock_type == LockType::Fslock
     }
 
     /// A missing bucket or bad credentials will not fix themselves: say so once and run
     /// local-only. A transient failure only counts towards the breaker.
     async fn startup_check(&self) {
-        if let Err(e) = self.backend.check().await {
+        let start = Instant::now();
+        let checked = self.backend.check().await;
+        // Every get waits for it: weighed once, as one call (see `pace.rs`).
+        self.pace.observe(start.elapsed());
+        if let Err(e) = checked {
             self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
             let msg = format!(
                 "remote cache {} is not usable, continuing with the local cache only: {e}",
                 self.location()
             );
-            if !e.is_transient() {
-                self.backend.breaker.disable(e.to_string());
+            if !e.is_transient() && self.backend.breaker.disable(e.to_string()) {
+                Stats::add(&self.stats.breaker_trips, 1);
             }
             self.stats.warn_once("remote-startup", &msg);
         }
@@ -281,7 +286,11 @@ impl RemoteTier {
         tokio::spawn(async move {
             let key = me.key(&action);
             let start = Instant::now();
-            let outcome = match me.backend.get(&key).await {
+            // A store still slow answers late: waiting out its header deadline would only
+            // push the next probe back while the link may have recovered.
+            let got = tokio::time::timeout(pace::PROBE_PATIENCE, me.backend.get(&key)).await;
+            let outcome = match got.unwrap_or_else(|_| Err(BackendError::Transient("probe".into())))
+            {
                 Ok(None) => Probe::Absent {
                     cost: start.elapsed(),
                 },
@@ -306,8 +315,9 @@ impl RemoteTier {
         });
     }
 
-    /// [`fetch`](Self::fetch) without the weighing; `progress` hears how a get's own
-    /// download goes.
+    /// [`fetch`](Self::fetch) without the weighing; `progress` hears how long a get waits
+    /// on the store: for its own download, or for the pack stream or a prefetch that is
+    /// downloading its entry (a slow link slows those down first).
     async fn fetch_any(
         self: &Arc<Self>,
         action: ActionId,
@@ -315,11 +325,8 @@ impl RemoteTier {
         progress: Option<Arc<Progress>>,
     ) -> Option<Entry> {
         if origin == Origin::Get {
-            if let Some(e) = self
-                .packed
-                .wait(&action, self.backend.limits.get_timeout)
-                .await
-            {
+            let packed = self.packed.wait(&action, self.backend.limits.get_timeout);
+            if let Some(e) = waiting(&progress, packed).await {
                 Stats::add(&self.stats.prefetch_joined, 1);
                 return Some(e);
             }
@@ -336,7 +343,8 @@ impl RemoteTier {
                 })
             }))
         };
-        if origin == Origin::Get && flight.origin == Origin::Prefetch {
+        let joined = origin == Origin::Get && flight.origin == Origin::Prefetch;
+        if joined {
             Stats::add(&self.stats.prefetch_joined, 1);
         }
         // Removes the flight however this ends (a get let go by the verdict included).
@@ -350,11 +358,14 @@ impl RemoteTier {
             }
         }
         let _land = Land(self, action, &flight);
-        flight
+        let result = flight
             .result
-            .get_or_init(|| self.fetch_locked(action, flight.origin, progress))
-            .await
-            .clone()
+            .get_or_init(|| self.fetch_locked(action, flight.origin, progress.clone()));
+        if joined {
+            waiting(&progress, result).await.clone()
+        } else {
+            result.await.clone()
+        }
     }
 
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
@@ -365,6 +376,8 @@ impl RemoteTier {
         origin: Origin,
         progress: Option<Arc<Progress>>,
     ) -> Option<Entry> {
+        // Not weighed: every get waits on this one request, so its time would count once
+        // per get (seen: a check that took 3 s made a cold build's store "too slow").
         self.ready().await;
         if self.listed.get().is_some_and(|ids| !ids.contains(&action)) {
             match origin {
@@ -609,7 +622,7 @@ impl RemoteTier {
 
     /// Stores the temp file under `key`, which must not exist yet (manifests and packs have
     /// fresh names: an existing object means a name clash, not a cache hit).
-    pub(super) async fn put_new(
+    pub(crate) async fn put_new(
         &self,
         key: &str,
         tmp: &TempFile,
@@ -655,8 +668,15 @@ impl RemoteTier {
         }
     }
 
-    /// Deletes every object under the prefix. `announce` is told the count before deleting.
-    pub async fn clear(&self, force: bool, announce: &(dyn Fn(usize, &str) + Sync)) -> Result<u64> {
+    /// Deletes every object under the prefix that is ours (see `is_ours`; `also` names the
+    /// keys of layers above, which the tier does not know). `announce` is told the count
+    /// before deleting.
+    pub async fn clear(
+        &self,
+        force: bool,
+        announce: &(dyn Fn(usize, &str) + Sync),
+        also: fn(&str) -> bool,
+    ) -> Result<u64> {
         if self.prefix.is_empty() && !force {
             return Err(Error::Config(format!(
                 "refusing to clear {}: the prefix is empty, which means the whole bucket; \
@@ -669,12 +689,12 @@ impl RemoteTier {
             message: e.to_string(),
         };
         let mut objects = self.backend.list(&self.prefix).await.map_err(be)?;
-        objects.retain(|o| is_ours(&self.prefix, &o.key));
+        objects.retain(|o| is_ours(&self.prefix, &o.key, also));
         announce(objects.len(), &self.location());
         let sem = Arc::new(Semaphore::new(16));
         let mut tasks = tokio::task::JoinSet::new();
         for o in objects {
-            if !is_ours(&self.prefix, &o.key) {
+            if !is_ours(&self.prefix, &o.key, also) {
                 continue;
             }
             let backend = Arc::clone(&self.backend);
@@ -723,7 +743,7 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
 
 /// Decodes one remote object from `input` into the local tier as `action`'s entry: the object
 /// must name `action`, and its body must hash to its OutputID.
-pub(super) fn store_object(
+pub(crate) fn store_object(
     local: &LocalTier,
     input: impl io::Read,
     action: &ActionId,
@@ -765,7 +785,7 @@ impl std::fmt::Display for UploadError {
     }
 }
 
-pub(super) enum Failure {
+pub(crate) enum Failure {
     Backend(BackendError),
     Corrupt(String),
     Local(String),
@@ -774,7 +794,7 @@ pub(super) enum Failure {
 }
 
 /// Removes a temp file when dropped.
-pub(super) struct TempFile(pub PathBuf);
+pub(crate) struct TempFile(pub PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -786,24 +806,24 @@ impl Drop for TempFile {
 /// is what a fresh cache dir pays for (ext4 inode allocation right after mass deletions
 /// dominated a profile of the prefetch): a file per ActionID, or thousands of stripes, cost
 /// more than two fetches sharing a stripe (~1 in 9 at 32 in flight) and taking turns.
-pub(super) fn lock_stripe(action: &ActionId) -> String {
+pub(crate) fn lock_stripe(action: &ActionId) -> String {
     format!("{}.lock", &action.to_hex()[..2])
 }
 
 /// An exclusive flock on a lock file, released on drop (the file stays).
-pub(super) struct FileLock {
+pub(crate) struct FileLock {
     file: std::fs::File,
 }
 
 impl FileLock {
-    pub(super) fn acquire(path: PathBuf) -> io::Result<FileLock> {
+    pub(crate) fn acquire(path: PathBuf) -> io::Result<FileLock> {
         let file = Self::open(&path)?;
         file.lock()?;
         Ok(FileLock { file })
     }
 
     /// `None` while another process holds it.
-    pub(super) fn try_acquire(path: PathBuf) -> io::Result<Option<FileLock>> {
+    pub(crate) fn try_acquire(path: PathBuf) -> io::Result<Option<FileLock>> {
         let file = Self::open(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { file })),
@@ -835,6 +855,18 @@ impl Drop for FileLock {
     }
 }
 
+/// Runs `fut` as a wait on the store for a get's [`Progress`] (see [`RemoteTier::fetch_any`]).
+async fn waiting<T>(progress: &Option<Arc<Progress>>, fut: impl Future<Output = T>) -> T {
+    if let Some(p) = progress {
+        p.wait_begins();
+    }
+    let out = fut.await;
+    if let Some(p) = progress {
+        p.wait_ends();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -844,8 +876,8 @@ mod tests {
 
     use super::*;
     use crate::ids::OutputId;
-    use crate::remote::disk::DiskBackend;
-    use crate::remote::{BackendResult, BodyReader, ObjectInfo};
+    use crate::store::disk::DiskBackend;
+    use crate::store::{BackendResult, BodyReader, ObjectInfo};
 
     /// A real directory store that counts gets and makes each one slow, so concurrent
     /// fetches overlap.

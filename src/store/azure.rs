@@ -209,7 +209,7 @@ impl AzureBackend {
         let options = ClientOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             // The guard above bounds each call; a total timeout here would cut long downloads,
-            // whose bodies are watched for stalls instead (remote::idle).
+            // whose bodies are watched for stalls instead (store::idle).
             .with_timeout_disabled()
             .with_allow_http(allow_http);
         let store = b
@@ -364,7 +364,7 @@ impl Backend for AzureBackend {
         let stream = res
             .into_stream()
             .map_err(move |e| io::Error::other(format!("{what}: {}", brief(&e))));
-        // The tier above fails a body that stalls (see remote::idle).
+        // The tier above fails a body that stalls (see store::idle).
         Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 

@@ -388,7 +388,7 @@ impl Backend for GcsBackend {
         let stream = resp
             .bytes_stream()
             .map_err(move |e| io::Error::other(format!("{what}: {}", chain(&e.without_url()))));
-        // The tier above fails a body that stalls (see remote::idle).
+        // The tier above fails a body that stalls (see store::idle).
         Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 

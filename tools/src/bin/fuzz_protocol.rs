@@ -2,14 +2,14 @@
 //! server loop (a real `Cache` in a temp dir), on stable Rust:
 //!
 //! ```text
-//! cargo run --release --example fuzz_protocol -- --inputs 1000000 [--seed N]
+//! cargo run --release -p gobuildcache-tools --bin fuzz_protocol -- --inputs 1000000 [--seed N]
 //! ```
 //!
 //! Prints the inputs run, the time, the distinct error kinds and the peak RSS. Any violated
 //! expectation panics with the seed and the session's input. The generator and the checks are
 //! `tests/hostile.rs`, which CI also runs (bounded) as `robust::randomized_hostile_sessions`.
 
-#[path = "../tests/hostile.rs"]
+#[path = "../../../tests/hostile.rs"]
 mod hostile;
 
 use std::process::ExitCode;

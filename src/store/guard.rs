@@ -5,7 +5,7 @@
 //! keeps failing is not called at all for a while: every get is then a fast local-only miss.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,6 @@ pub struct Breaker {
     open_until: Mutex<Option<Instant>>,
     /// Set for failures no retry or wait can fix (missing bucket, bad credentials).
     disabled: Mutex<Option<String>>,
-    pub trips: AtomicU64,
     threshold: u32,
     cooldown: Duration,
 }
@@ -67,7 +66,6 @@ impl Breaker {
             failures: AtomicU32::new(0),
             open_until: Mutex::new(None),
             disabled: Mutex::new(None),
-            trips: AtomicU64::new(0),
             threshold,
             cooldown,
         }
@@ -106,10 +104,7 @@ impl Breaker {
         let mut tripped = false;
         if n >= self.threshold {
             let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
-            if open.is_none() {
-                self.trips.fetch_add(1, Ordering::Relaxed);
-                tripped = true;
-            }
+            tripped = open.is_none();
             *open = Some(Instant::now() + self.cooldown);
         }
         tripped
@@ -122,16 +117,18 @@ impl Breaker {
             .is_some()
     }
 
-    /// Stops all calls for the rest of the session.
-    pub fn disable(&self, why: String) {
+    /// Stops all calls for the rest of the session; true if this call did.
+    pub fn disable(&self, why: String) -> bool {
         let mut d = self.disabled.lock().unwrap_or_else(|p| p.into_inner());
-        if d.is_none() {
-            self.trips.fetch_add(1, Ordering::Relaxed);
+        let first = d.is_none();
+        if first {
             *d = Some(why);
         }
+        first
     }
 
-    pub fn is_open(&self) -> bool {
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
         self.disabled
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -306,7 +303,7 @@ impl Backend for Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
 
     /// A backend whose calls fail (or hang) as told, counting how often it is called.
     struct Flaky {
@@ -410,13 +407,21 @@ mod tests {
     #[tokio::test]
     async fn the_breaker_stops_calls_then_probes() {
         let f = flaky(1000, false, false);
-        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
+        let trips = Arc::new(AtomicU64::new(0));
+        let t = Arc::clone(&trips);
+        let g = Guarded::new(
+            f.clone(),
+            limits(),
+            Box::new(move |_| {
+                t.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
         for _ in 0..10 {
             let _ = g.get("k").await;
         }
         let calls = f.calls.load(Ordering::SeqCst);
         assert_eq!(calls, 5, "threshold 5: later calls never reach the backend");
-        assert_eq!(g.breaker.trips.load(Ordering::Relaxed), 1);
+        assert_eq!(trips.load(Ordering::Relaxed), 1, "told once");
         assert!(g.breaker.is_open());
         tokio::time::sleep(Duration::from_millis(250)).await;
         let _ = g.get("k").await;

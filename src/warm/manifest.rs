@@ -1,5 +1,5 @@
 //! Warm-start manifests: the ActionIDs that recent runs used, so a helper on a fresh machine
-//! can fetch them before the go command asks (the prefetch, `remote/prefetch.rs`).
+//! can fetch them before the go command asks (the prefetch, `warm/prefetch.rs`).
 //!
 //! Each publish writes a new immutable object under the manifest's name
 //! (`<prefix>manifests/<slug>/<time>-<random>`) with an if-absent put, like every other

@@ -18,23 +18,26 @@
 //! the index; its body is checked against its OutputID), and only ActionIDs the manifest asked
 //! for are taken. A damaged frame ends the read; the rest is fetched one by one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::idle::IdleTimeout;
-use super::object::{self, Header, HEADER_LEN};
-use super::pace::{is_judged_slow, Abort};
-use super::tier::{store_object, Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT};
-use super::{Backend, BackendError};
 use crate::ids::ActionId;
 use crate::local::Lookup;
+use crate::remote::object::{self, Header, HEADER_LEN};
+use crate::remote::pace::{is_judged_slow, Abort};
+use crate::remote::slots::Promises;
+use crate::remote::tier::{
+    store_object, Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT,
+};
 use crate::stats::Stats;
+use crate::store::idle::IdleTimeout;
+use crate::store::{Backend, BackendError};
 use crate::Entry;
 
 const MAGIC: &[u8; 4] = b"GBCP";
@@ -50,9 +53,6 @@ pub const MAX_ENTRIES: usize = super::manifest::MAX_ENTRIES;
 pub const KEEP: usize = 2;
 /// See [`worth_publishing`].
 pub const MIN_SINGLE: u64 = 16;
-/// A get waits for the pack only for an entry this close to what the stream has read: at
-/// the stream's pace that is well under a second; further on, one GET of its own is faster.
-const NEAR: u64 = 32 << 20;
 /// Frames up to this size are read whole and stored by a second thread while the stream
 /// reads on (decompressing, hashing and creating files is the ingest's work; one thread
 /// could not keep up with a fast store). Bigger frames are stored as they stream. The queue
@@ -80,104 +80,34 @@ pub fn key(dir: &str, now: std::time::SystemTime) -> String {
     format!("{}.pack", super::manifest::object_key(dir, now))
 }
 
-/// Entries a pack being read will deliver, so a get for one can wait for it.
-#[derive(Default)]
-pub(crate) struct Slots {
-    map: Mutex<HashMap<ActionId, Slot>>,
-    /// Frame bytes the stream has read so far.
-    at: AtomicU64,
-}
-
+/// Reads and writes packs through a tier: it borrows the tier's store, local tier and
+/// stats, and is not a part of it.
 #[derive(Clone)]
-struct Slot {
-    /// Where its frame starts, in frame bytes.
-    offset: u64,
-    rx: watch::Receiver<Option<Entry>>,
+pub(crate) struct Packs {
+    pub tier: Arc<RemoteTier>,
 }
 
-impl Slots {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ActionId, Slot>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Hands the stored entry to whoever waits for it.
-    fn keep(&self, action: &ActionId, tx: watch::Sender<Option<Entry>>, e: Entry) {
-        tx.send_replace(Some(e));
-        self.forget(action);
-    }
-
-    /// No longer promised (its waiters, once the sender is dropped, fetch it themselves).
-    fn forget(&self, action: &ActionId) {
-        self.lock().remove(action);
-    }
-
-    /// The entry once the pack has stored it; `None` at once when no pack being read will
-    /// deliver it soon, or later if the pack gives up on it or takes longer than `patience`
-    /// (a crawling stream must not hold a get longer than its own fetch would take). On
-    /// `None` the caller fetches it itself.
-    pub(crate) async fn wait(&self, action: &ActionId, patience: Duration) -> Option<Entry> {
-        let slot = self.lock().get(action).cloned()?;
-        if slot.offset > self.at.load(Ordering::Acquire) + NEAR {
-            return None;
-        }
-        let mut rx = slot.rx;
-        let got = tokio::time::timeout(patience, rx.wait_for(|v| v.is_some()))
-            .await
-            .ok()?
-            .ok()?;
-        got.clone()
-    }
-}
-
-/// The read side's promises: each one kept (an entry sent) or dropped (its waiters fall
-/// back to their own fetch), and never left in the map, whatever way the read ends.
-struct Promises<'a> {
-    slots: &'a Slots,
-    tx: Vec<Option<(ActionId, watch::Sender<Option<Entry>>)>>,
-}
-
-impl Promises<'_> {
-    fn add(&mut self, i: usize, action: ActionId, offset: u64) {
-        let (tx, rx) = watch::channel(None);
-        self.slots.lock().insert(action, Slot { offset, rx });
-        self.tx[i] = Some((action, tx));
-    }
-
-    fn take(&mut self, i: usize) -> Option<(ActionId, watch::Sender<Option<Entry>>)> {
-        self.tx[i].take()
-    }
-}
-
-impl Drop for Promises<'_> {
-    fn drop(&mut self) {
-        let mut map = self.slots.lock();
-        for (action, _) in self.tx.iter().flatten() {
-            map.remove(action);
-        }
-    }
-}
-
-impl RemoteTier {
+impl Packs {
     /// Streams the pack at `key` into the local tier: each entry in `wanted` that is not
     /// local yet and not being fetched by a get. Stops between entries once `stop` is set.
     /// `mark` is told each entry before it is stored. Returns the entries it stored.
     /// Failures are warned once; whatever the pack did not deliver is the caller's to fetch
     /// one by one.
-    pub(crate) async fn read_pack(
-        self: &Arc<Self>,
+    pub(crate) async fn read(
+        &self,
         key: &str,
         wanted: HashSet<ActionId>,
         stop: Arc<AtomicBool>,
         mark: impl Fn(ActionId) + Send + Sync + 'static,
     ) -> HashSet<ActionId> {
-        self.ready().await;
+        self.tier.ready().await;
         // Another helper streaming a pack into this local dir: wait for it, then let the
         // one-by-one pass find its entries local.
-        let _lock = match self.try_lock_file(LOCK) {
+        let _lock = match self.tier.try_lock_file(LOCK) {
             Ok(Some(l)) => Some(l),
-            Ok(None) if self.fslock() => {
+            Ok(None) if self.tier.fslock() => {
                 while !stop.load(Ordering::Acquire) {
-                    if let Ok(Some(_)) = self.try_lock_file(LOCK) {
+                    if let Ok(Some(_)) = self.tier.try_lock_file(LOCK) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -186,7 +116,7 @@ impl RemoteTier {
             }
             _ => None,
         };
-        let reader = match self.backend.get(key).await {
+        let reader = match self.tier.backend.get(key).await {
             Ok(Some(r)) => r,
             // Pruned by a publisher since we listed it.
             Ok(None) => return HashSet::new(),
@@ -195,16 +125,17 @@ impl RemoteTier {
                 return HashSet::new();
             }
             Err(e) => {
-                self.stats
+                self.tier
+                    .stats
                     .warn_once("pack", &format!("reading pack {key}: {e}"));
                 return HashSet::new();
             }
         };
-        // The stream ends once the store is judged slow (see `pace.rs`); whatever it did not
+        // The stream ends once the store is judged slow (see `remote/pace.rs`); whatever it did not
         // deliver is fetched one by one if the store is fast again.
-        let reader = IdleTimeout::new(Abort::new(reader, &self.pace, None), STALL_TIMEOUT);
+        let reader = IdleTimeout::new(Abort::new(reader, &self.tier.pace, None), STALL_TIMEOUT);
         let handle = tokio::runtime::Handle::current();
-        let me = Arc::clone(self);
+        let me = self.clone();
         let res = tokio::task::spawn_blocking(move || {
             let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
             let mut input = BufReader::with_capacity(256 * 1024, bridge);
@@ -223,9 +154,9 @@ impl RemoteTier {
             ),
         };
         match &res {
-            Err(Failure::Backend(e)) => self.backend.body_done(Err(e)),
+            Err(Failure::Backend(e)) => self.tier.backend.body_done(Err(e)),
             Err(Failure::Slow) => {}
-            _ => self.backend.body_done(Ok(())),
+            _ => self.tier.backend.body_done(Ok(())),
         }
         match res {
             Ok(()) => {}
@@ -234,30 +165,38 @@ impl RemoteTier {
                 tracing::debug!("reading pack {key}: {why}");
             }
             Err(Failure::Backend(e)) => {
-                self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
-                self.stats
+                self.tier
+                    .stats
+                    .remote_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.tier
+                    .stats
                     .warn_once("pack", &format!("reading pack {key}: {e}"));
             }
             Err(Failure::Local(m)) => {
-                self.stats
+                self.tier
+                    .stats
                     .warn_once("local", &format!("storing an entry from pack {key}: {m}"));
             }
             Err(Failure::Corrupt(why)) => {
-                self.stats.remote_corrupt.fetch_add(1, Ordering::Relaxed);
-                self.stats.warn_once(
+                self.tier
+                    .stats
+                    .remote_corrupt
+                    .fetch_add(1, Ordering::Relaxed);
+                self.tier.stats.warn_once(
                     "pack",
                     &format!("pack {key} is damaged ({why}); fetching the rest one by one"),
                 );
-                if !self.read_only() {
+                if !self.tier.read_only() {
                     // Readers would trip on it again; a later run publishes a new one.
-                    let _ = self.backend.delete(key).await;
+                    let _ = self.tier.backend.delete(key).await;
                 }
             }
         }
         taken
     }
 
-    /// The synchronous part of [`read_pack`](Self::read_pack): index, then frames.
+    /// The synchronous part of [`read`](Self::read): index, then frames.
     fn ingest<R: Read>(
         &self,
         input: &mut R,
@@ -275,17 +214,14 @@ impl RemoteTier {
             IndexError::Io(e) => io_err(e),
             IndexError::Bad(m) => Failure::Corrupt(m),
         })?;
-        let slots = &self.packed;
-        let mut promises = Promises {
-            slots,
-            tx: (0..index.len()).map(|_| None).collect(),
-        };
+        let slots = &self.tier.packed;
+        let mut promises = Promises::new(slots, index.len());
         let mut offset = 0;
         for (i, (action, len)) in index.iter().enumerate() {
             if *len > 0
                 && wanted.contains(action)
-                && !self.in_flight(action)
-                && !matches!(self.local.get(action), Ok(Lookup::Hit(_)))
+                && !self.tier.in_flight(action)
+                && !matches!(self.tier.local.get(action), Ok(Lookup::Hit(_)))
             {
                 promises.add(i, *action, offset);
             }
@@ -325,7 +261,7 @@ impl RemoteTier {
                 }
             });
             for (i, (action, len)) in index.iter().enumerate() {
-                if stop.load(Ordering::Acquire) || has_failed() || self.pace.is_slow() {
+                if stop.load(Ordering::Acquire) || has_failed() || self.tier.pace.is_slow() {
                     break;
                 }
                 let mut frame = (&mut *input).take(*len);
@@ -367,39 +303,39 @@ impl RemoteTier {
         mark: &(dyn Fn(ActionId) + Sync),
         taken: &Mutex<HashSet<ActionId>>,
     ) -> Result<Option<Entry>, Failure> {
-        if self.in_flight(action) {
+        if self.tier.in_flight(action) {
             return Ok(None);
         }
         // No per-entry fetch lock: the pack lock keeps helpers sharing the dir from streaming
         // it twice, and a get of another helper racing the stream at worst stores the same
         // bytes once more.
-        if let Ok(Lookup::Hit(e)) = self.local.get(action) {
+        if let Ok(Lookup::Hit(e)) = self.tier.local.get(action) {
             return Ok(Some(e));
         }
         mark(*action);
-        let entry = store_object(&self.local, frame, action)?;
+        let entry = store_object(&self.tier.local, frame, action)?;
         taken
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(*action);
-        Stats::add(&self.stats.bytes_down, entry.size);
-        Stats::add(&self.stats.remote_downloads, 1);
-        Stats::add(&self.stats.prefetch_fetched, 1);
-        Stats::add(&self.stats.pack_entries, 1);
+        Stats::add(&self.tier.stats.bytes_down, entry.size);
+        Stats::add(&self.tier.stats.remote_downloads, 1);
+        Stats::add(&self.tier.stats.prefetch_fetched, 1);
+        Stats::add(&self.tier.stats.pack_entries, 1);
         Ok(Some(entry))
     }
 
     /// Writes the local entries among `entries` (in order, up to [`MAX_BYTES`]) as a pack
     /// and stores it under `key`. Returns how many entries it holds.
-    pub(crate) async fn publish_pack(
-        self: &Arc<Self>,
+    pub(crate) async fn publish(
+        &self,
         key: &str,
         entries: Vec<ActionId>,
     ) -> Result<u64, UploadError> {
-        self.ready().await;
-        let me = Arc::clone(self);
+        self.tier.ready().await;
+        let me = self.clone();
         let (tmp, size, count) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let (file, tmp) = me.local.temp_file().map_err(io::Error::other)?;
+            let (file, tmp) = me.tier.local.temp_file().map_err(io::Error::other)?;
             let guard = TempFile(tmp);
             let mut w = BufWriter::with_capacity(256 * 1024, file);
             let (count, size) = me.write_pack(&mut w, &entries)?;
@@ -412,7 +348,7 @@ impl RemoteTier {
         if count == 0 {
             return Ok(0);
         }
-        self.put_new(key, &tmp, size).await.map(|()| count)
+        self.tier.put_new(key, &tmp, size).await.map(|()| count)
     }
 
     /// Returns (entries, bytes) written: the index first (its lengths filled in last), then
@@ -429,7 +365,7 @@ impl RemoteTier {
                 break;
             }
             // Gone since (trimmed, or never fetched because the prefetch was stopped).
-            let Ok(Lookup::Hit(e)) = self.local.get(action) else {
+            let Ok(Lookup::Hit(e)) = self.tier.local.get(action) else {
                 continue;
             };
             // LZ4 can grow incompressible data by ~0.4%: keep the whole pack under the cap.
@@ -471,7 +407,7 @@ impl RemoteTier {
             return Ok(0);
         }
         let header = Header {
-            codec: self.codec,
+            codec: self.tier.codec,
             action_id: *action,
             output_id: e.output_id,
             size: e.size,

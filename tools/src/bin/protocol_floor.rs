@@ -1,7 +1,7 @@
 //! The floor of any GOCACHEPROG helper: a read-only helper that does no work per request.
 //!
 //! ```text
-//! GOCACHEPROG="target/release/examples/protocol_floor /abs/path/to/a/copy/of/GOCACHE" go build std
+//! GOCACHEPROG="target/release/protocol_floor /abs/path/to/a/copy/of/GOCACHE" go build std
 //! ```
 //!
 //! It answers from memory: every `<xx>/<action hex>-a` entry of a Go native cache directory

@@ -14,16 +14,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
-use super::idle::IdleTimeout;
 use super::manifest::{self, Manifest, Names};
-use super::pack;
-use super::tier::{Origin, RemoteTier, UploadError};
-use super::{Backend, BackendError, ObjectInfo};
+use super::pack::{self, Packs};
 use crate::ids::ActionId;
 use crate::local::Lookup;
+use crate::remote::tier::{Origin, RemoteTier, UploadError};
 use crate::stats::Stats;
+use crate::store::idle::IdleTimeout;
+use crate::store::{Backend, BackendError, ObjectInfo};
 
 /// How long a manifest read may stall before it is given up (it is read whole, at most
 /// [`manifest::MAX_BYTES`]).
@@ -38,8 +38,9 @@ pub(crate) struct Prefetch {
     /// What start-up found: the merged manifest and our name's objects (for pruning).
     found: Mutex<Option<Found>>,
     stop: Arc<AtomicBool>,
-    stopped: Notify,
-    done: tokio::sync::watch::Sender<bool>,
+    /// Sent once by [`Prefetch::stop`]: the work in progress is dropped then.
+    stopped: watch::Sender<bool>,
+    done: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -67,7 +68,7 @@ struct Found {
 impl Prefetch {
     /// Starts the prefetch in the background. Must run inside the runtime.
     pub fn start(tier: Arc<RemoteTier>, names: Names, concurrency: usize) -> Arc<Prefetch> {
-        let (done, _) = tokio::sync::watch::channel(false);
+        let (done, _) = watch::channel(false);
         let p = Arc::new(Prefetch {
             tier,
             names,
@@ -75,12 +76,18 @@ impl Prefetch {
             used: Mutex::new(Used::default()),
             found: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
-            stopped: Notify::new(),
+            stopped: watch::channel(false).0,
             done,
         });
         let me = Arc::clone(&p);
+        let mut stopped = p.stopped.subscribe();
         tokio::spawn(async move {
-            me.run().await;
+            // Dropping the work ends its downloads (the pack stream too): once the go command
+            // is done they help nobody, and a slow link would hold its close.
+            tokio::select! {
+                _ = me.run() => {}
+                _ = stopped.wait_for(|s| *s) => tracing::debug!("prefetch stopped"),
+            }
             me.done.send_replace(true);
         });
         p
@@ -111,10 +118,11 @@ impl Prefetch {
         let _ = rx.wait_for(|d| *d).await;
     }
 
-    /// Starts no more fetches and waits for those in flight.
+    /// Ends the prefetch: no more fetches, and those in flight are let go (a fetch half
+    /// done leaves nothing behind: entries land whole or not at all).
     pub async fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.stopped.notify_waiters();
+        self.stopped.send_replace(true);
         self.wait().await;
     }
 
@@ -130,9 +138,11 @@ impl Prefetch {
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
         if let Some(key) = pack.filter(|_| !entries.is_empty()) {
             let me = Arc::clone(self);
-            let taken = self
-                .tier
-                .read_pack(
+            let packs = Packs {
+                tier: Arc::clone(&self.tier),
+            };
+            let taken = packs
+                .read(
                     &key,
                     entries.iter().copied().collect(),
                     Arc::clone(&self.stop),
@@ -148,10 +158,10 @@ impl Prefetch {
         let sem = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         for action in entries {
-            let permit = tokio::select! {
-                p = Arc::clone(&sem).acquire_owned() => p.expect("semaphore open"),
-                _ = self.stopped.notified() => break,
-            };
+            let permit = Arc::clone(&sem)
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
             if self.stop.load(Ordering::Acquire) || self.tier.backend.breaker.is_disabled() {
                 break;
             }
@@ -342,7 +352,10 @@ impl Prefetch {
         }
         let key = pack::key(&dir, SystemTime::now());
         let ids = next.entries.iter().map(|e| e.0).collect();
-        match self.tier.publish_pack(&key, ids).await {
+        let packs = Packs {
+            tier: Arc::clone(&self.tier),
+        };
+        match packs.publish(&key, ids).await {
             Ok(0) => {}
             Ok(n) => {
                 Stats::add(&s.pack_published, n);
