@@ -7,7 +7,7 @@
 //! what it saves (a budget: [`GET_FIXED`] plus its size at [`BUILD_RATE`], a cold build's
 //! pace on an idle machine, times the machine's `contention`). Over the gets of the last
 //! [`SPAN`] and those still waiting, once the waits add up to [`EVIDENCE`] and to
-//! [`SLOW_RATIO`] times their budgets, with [`MIN_SLOW_CALLS`] calls over that ratio each,
+//! [`SLOW_RATIO`] times their budgets, with [`MIN_SLOW_GETS`] gets over that ratio each,
 //! the store is judged slow: every get is then a local
 //! miss at once, downloads in progress (gets, prefetch, pack) end, and now and then a probe
 //! in the background (never on the build's path) fetches one object; one that arrives well
@@ -41,10 +41,10 @@ pub const GET_FIXED: Duration = Duration::from_millis(150);
 pub const BUILD_RATE: u64 = 2 << 20;
 /// Waiting summed over gets before a verdict: one slow get is not a trend.
 pub const EVIDENCE: Duration = Duration::from_secs(3);
-/// How many calls (gets, and the start-up check) must each have waited over [`SLOW_RATIO`]
-/// times their budget: one slow call is not a trend (a loaded test server once stalled a
-/// single 404 for 4 s, and answered everything else at once).
-pub const MIN_SLOW_CALLS: usize = 2;
+/// How many gets must each have waited over [`SLOW_RATIO`] times their budget: one slow get
+/// is not a trend (a loaded test server once stalled a single 404 for 4 s, and answered
+/// everything else at once).
+pub const MIN_SLOW_GETS: usize = 2;
 /// How many times their budgets the waits must come to: a clear loss, not a close call
 /// (on a loaded machine a healthy store's gets and the compiles they save slow down alike).
 pub const SLOW_RATIO: u32 = 2;
@@ -202,7 +202,7 @@ impl Pace {
             saved += b;
             over += usize::from(c > b * SLOW_RATIO);
         }
-        if cost < EVIDENCE || cost <= saved * SLOW_RATIO || over < MIN_SLOW_CALLS {
+        if cost < EVIDENCE || cost <= saved * SLOW_RATIO || over < MIN_SLOW_GETS {
             return;
         }
         // On a machine too busy to give us the CPU, gets and the compiles they save slow
@@ -240,15 +240,6 @@ impl Pace {
                 saved.as_secs_f64()
             ),
         );
-    }
-
-    /// Weighs a call the build waited on that brings no object (the start-up check) like
-    /// a get that missed.
-    pub fn observe(&self, cost: Duration) {
-        self.lock()
-            .done
-            .push_back((Instant::now(), cost, budget(0)));
-        self.judge();
     }
 
     /// Records a probe's outcome: lifts the verdict, or waits longer before the next one.
@@ -315,9 +306,9 @@ fn contention() -> f64 {
 }
 
 /// What one get has cost so far: the time spent waiting on the store (for the response, then
-/// for body bytes; for the pack stream or a prefetch downloading the same entry when it
-/// waits on those instead), not on this machine's CPU between reads (decoding,
-/// hashing, writing). Waits on the pack or a prefetch include some of their CPU, which a
+/// for body bytes; for the pack stream to reach its entry, or its share of a prefetch's
+/// fetches in flight, when it waits on those instead), not on this machine's CPU between
+/// reads (decoding, hashing, writing). Waits on the pack include some of its CPU, which a
 /// busy machine slows down like the compiles: `contention` scales the yardstick for that.
 pub(crate) struct Progress {
     base: Instant,
@@ -328,6 +319,8 @@ pub(crate) struct Progress {
     since: AtomicU64,
     /// Whether the get went to the network at all.
     started: AtomicBool,
+    /// How many fetches share the current wait (see [`Progress::wait_shared`]); 1 alone.
+    share: AtomicU64,
 }
 
 impl Progress {
@@ -338,6 +331,7 @@ impl Progress {
             waited: AtomicU64::new(0),
             since: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            share: AtomicU64::new(1),
         }
     }
 
@@ -356,10 +350,20 @@ impl Progress {
     /// The store answered (headers, or some body bytes).
     pub fn wait_ends(&self) {
         let since = self.since.swap(0, Ordering::Relaxed);
+        let share = self.share.swap(1, Ordering::Relaxed).max(1);
         if since != 0 {
             self.waited
-                .fetch_add(self.now().saturating_sub(since), Ordering::Relaxed);
+                .fetch_add(self.now().saturating_sub(since) / share, Ordering::Relaxed);
         }
+    }
+
+    /// The get now waits on a download it shares the link with `n - 1` others (a prefetch
+    /// with many in flight): it is charged 1/n of the wait, what its own bytes cost of the
+    /// link. Each of 32 prefetches on a loaded server takes 1.3 s while together they outrun
+    /// the build; at 16 KB/s each one's share is still far over its budget.
+    pub fn wait_shared(&self, n: u64) {
+        self.share.store(n.max(1), Ordering::Relaxed);
+        self.wait_begins();
     }
 
     fn started(&self) -> bool {
@@ -372,7 +376,7 @@ impl Progress {
         let now = if since == 0 {
             0
         } else {
-            self.now().saturating_sub(since)
+            self.now().saturating_sub(since) / self.share.load(Ordering::Relaxed).max(1)
         };
         Duration::from_nanos(self.waited.load(Ordering::Relaxed) + now)
     }

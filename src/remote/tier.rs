@@ -207,11 +207,9 @@ impl RemoteTier {
     /// A missing bucket or bad credentials will not fix themselves: say so once and run
     /// local-only. A transient failure only counts towards the breaker.
     async fn startup_check(&self) {
-        let start = Instant::now();
-        let checked = self.backend.check().await;
-        // Every get waits for it: weighed once, as one call (see `pace.rs`).
-        self.pace.observe(start.elapsed());
-        if let Err(e) = checked {
+        // Not weighed (see `pace.rs`): on a loaded machine a test server's first answers
+        // are slow while the rest are not, and every get waits for this one.
+        if let Err(e) = self.backend.check().await {
             self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
             let msg = format!(
                 "remote cache {} is not usable, continuing with the local cache only: {e}",
@@ -316,8 +314,8 @@ impl RemoteTier {
     }
 
     /// [`fetch`](Self::fetch) without the weighing; `progress` hears how long a get waits
-    /// on the store: for its own download, or for the pack stream or a prefetch that is
-    /// downloading its entry (a slow link slows those down first).
+    /// on the store: for its own download, for the pack stream to reach its entry, or its
+    /// share of a prefetch's fetches in flight.
     async fn fetch_any(
         self: &Arc<Self>,
         action: ActionId,
@@ -343,8 +341,7 @@ impl RemoteTier {
                 })
             }))
         };
-        let joined = origin == Origin::Get && flight.origin == Origin::Prefetch;
-        if joined {
+        if origin == Origin::Get && flight.origin == Origin::Prefetch {
             Stats::add(&self.stats.prefetch_joined, 1);
         }
         // Removes the flight however this ends (a get let go by the verdict included).
@@ -358,14 +355,21 @@ impl RemoteTier {
             }
         }
         let _land = Land(self, action, &flight);
-        let result = flight
-            .result
-            .get_or_init(|| self.fetch_locked(action, flight.origin, progress.clone()));
-        if joined {
-            waiting(&progress, result).await.clone()
-        } else {
-            result.await.clone()
+        let joined = origin == Origin::Get && flight.origin == Origin::Prefetch;
+        if let (true, Some(p)) = (joined, &progress) {
+            // Charged its share of the link (see `Progress::wait_shared`).
+            let n = self.flights.lock().unwrap_or_else(|p| p.into_inner()).len();
+            p.wait_shared(n as u64);
         }
+        let found = flight
+            .result
+            .get_or_init(|| self.fetch_locked(action, flight.origin, progress.clone()))
+            .await
+            .clone();
+        if let (true, Some(p)) = (joined, &progress) {
+            p.wait_ends();
+        }
+        found
     }
 
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir

@@ -21,10 +21,11 @@ fn policy_budget() -> Duration {
 }
 
 /// A store just under the verdict's ratio (64 KB/s here) may cost up to [`pace::SLOW_RATIO`]
-/// times what its gets save, and the verdict weighs the last [`pace::SPAN`] only: on a quiet
-/// 2-core machine that came to 3.4 s beyond the rest of the budget at most (2026-11-30, cold
-/// build 4-5 s: builds of 9.7-15.0 s on S3 and GCS over three runs, pack and prefetch
-/// waits now counted). The rest is room for the other tests of this binary running beside.
+/// times what its gets save, the verdict weighs the last [`pace::SPAN`] only and wants
+/// [`pace::MIN_SLOW_GETS`] slow gets, and at 3 s per response the start-up check and a
+/// header deadline come first: on a quiet 2-core machine that came to 5.8 s beyond the rest
+/// of the budget at most (2026-11-30, cold build 4-5 s, slow rows 9.7-16.7 s on S3 and GCS
+/// over five runs). The rest is room for the other tests of this binary running beside.
 const UNJUDGED: Duration = Duration::from_secs(8);
 
 /// Room for a loaded 2-core machine (three engineers' builds, and the other tests of this
@@ -56,7 +57,9 @@ impl Rig {
     ) -> Outcome {
         let o = self.run_with(&format!("{name}-slow"), FILLED, false, during, extra);
         let warns: Vec<&str> = o.stderr.lines().filter(|l| l.contains("WARN")).collect();
-        assert!(warns.len() <= 3, "{name}: {warns:#?}");
+        // One of each kind at most: a get that timed out, the verdict, a manifest that did
+        // not arrive, the uploads close left.
+        assert!(warns.len() <= 4, "{name}: {warns:#?}");
         assert!(
             warns.iter().filter(|l| l.contains("is too slow")).count() <= 1,
             "{name}: one warning for slowness: {warns:#?}"
