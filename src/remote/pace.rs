@@ -362,7 +362,10 @@ impl Progress {
     /// link. Each of 32 prefetches on a loaded server takes 1.3 s while together they outrun
     /// the build; at 16 KB/s each one's share is still far over its budget.
     pub fn wait_shared(&self, n: u64) {
-        self.share.store(n.max(1), Ordering::Relaxed);
+        // A wait already under way keeps its share (a get that took over a dropped prefetch).
+        if self.since.load(Ordering::Relaxed) == 0 {
+            self.share.store(n.max(1), Ordering::Relaxed);
+        }
         self.wait_begins();
     }
 

@@ -324,7 +324,7 @@ impl RemoteTier {
     ) -> Option<Entry> {
         if origin == Origin::Get {
             let packed = self.packed.wait(&action, self.backend.limits.get_timeout);
-            if let Some(e) = waiting(&progress, packed).await {
+            if let Some(e) = waiting(&progress, 1, packed).await {
                 Stats::add(&self.stats.prefetch_joined, 1);
                 return Some(e);
             }
@@ -355,21 +355,16 @@ impl RemoteTier {
             }
         }
         let _land = Land(self, action, &flight);
-        let joined = origin == Origin::Get && flight.origin == Origin::Prefetch;
-        if let (true, Some(p)) = (joined, &progress) {
+        let result = flight
+            .result
+            .get_or_init(|| self.fetch_locked(action, flight.origin, progress.clone()));
+        if origin == Origin::Get && flight.origin == Origin::Prefetch {
             // Charged its share of the link (see `Progress::wait_shared`).
             let n = self.flights.lock().unwrap_or_else(|p| p.into_inner()).len();
-            p.wait_shared(n as u64);
+            waiting(&progress, n as u64, result).await.clone()
+        } else {
+            result.await.clone()
         }
-        let found = flight
-            .result
-            .get_or_init(|| self.fetch_locked(action, flight.origin, progress.clone()))
-            .await
-            .clone();
-        if let (true, Some(p)) = (joined, &progress) {
-            p.wait_ends();
-        }
-        found
     }
 
     /// With `fslock`, one process fetches an ActionID while the others sharing the local dir
@@ -459,13 +454,7 @@ impl RemoteTier {
         origin: Origin,
         progress: Option<Arc<Progress>>,
     ) -> Result<Option<Entry>, Failure> {
-        if let Some(p) = &progress {
-            p.wait_begins();
-        }
-        let got = self.backend.get(key).await;
-        if let Some(p) = &progress {
-            p.wait_ends();
-        }
+        let got = waiting(&progress, 1, self.backend.get(key)).await;
         let Some(reader) = got.map_err(Failure::Backend)? else {
             let missed = match origin {
                 Origin::Get => &self.stats.remote_misses,
@@ -859,10 +848,15 @@ impl Drop for FileLock {
     }
 }
 
-/// Runs `fut` as a wait on the store for a get's [`Progress`] (see [`RemoteTier::fetch_any`]).
-async fn waiting<T>(progress: &Option<Arc<Progress>>, fut: impl Future<Output = T>) -> T {
+/// Runs `fut` as a wait on the store for a get's [`Progress`], shared with `share - 1` other
+/// fetches (see [`RemoteTier::fetch_any`]).
+async fn waiting<T>(
+    progress: &Option<Arc<Progress>>,
+    share: u64,
+    fut: impl Future<Output = T>,
+) -> T {
     if let Some(p) = progress {
-        p.wait_begins();
+        p.wait_shared(share);
     }
     let out = fut.await;
     if let Some(p) = progress {
