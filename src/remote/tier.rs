@@ -205,7 +205,7 @@ impl RemoteTier {
     }
 
     /// A missing bucket or bad credentials will not fix themselves: say so once and run
-    /// local-only. A transient failure only counts towards the breaker.
+    /// local-only. A transient failure opens the breaker: calls resume after its cooldown.
     async fn startup_check(&self) {
         // Not weighed (see `pace.rs`): on a loaded machine a test server's first answers
         // are slow while the rest are not, and every get waits for this one.
@@ -215,7 +215,15 @@ impl RemoteTier {
                 "remote cache {} is not usable, continuing with the local cache only: {e}",
                 self.location()
             );
-            if !e.is_transient() && self.backend.breaker.disable(e.to_string()) {
+            // A store that could not answer one call in the check's long deadline is
+            // not asked again for a cooldown: every get would wait out its own deadline.
+            let breaker = &self.backend.breaker;
+            let stopped = if e.is_transient() {
+                breaker.trip()
+            } else {
+                breaker.disable(e.to_string())
+            };
+            if stopped {
                 Stats::add(&self.stats.breaker_trips, 1);
             }
             self.stats.warn_once("remote-startup", &msg);

@@ -110,6 +110,15 @@ impl Breaker {
         tripped
     }
 
+    /// Opens the breaker now, as if the threshold had been reached; true if it was closed.
+    pub fn trip(&self) -> bool {
+        self.failures.store(self.threshold, Ordering::Relaxed);
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        let tripped = open.is_none();
+        *open = Some(Instant::now() + self.cooldown);
+        tripped
+    }
+
     pub fn is_disabled(&self) -> bool {
         self.disabled
             .lock()
@@ -322,6 +331,7 @@ mod tests {
             "flaky://".into()
         }
         async fn check(&self) -> BackendResult<()> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         async fn get(&self, _key: &str) -> BackendResult<Option<BodyReader>> {
@@ -430,6 +440,20 @@ mod tests {
             6,
             "one probe after the cooldown"
         );
+    }
+
+    #[tokio::test]
+    async fn a_tripped_breaker_refuses_until_its_cooldown() {
+        let f = flaky(0, false, false);
+        let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
+        assert!(g.breaker.trip(), "was closed");
+        assert!(!g.breaker.trip(), "already open");
+        assert!(g.check().await.is_err());
+        assert_eq!(f.calls.load(Ordering::SeqCst), 0, "refused without a call");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(g.check().await.is_ok(), "the probe after the cooldown");
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        assert!(!g.breaker.is_open(), "a good probe closes it");
     }
 
     #[tokio::test]
