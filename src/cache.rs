@@ -17,7 +17,7 @@ use crate::ids::{ActionId, OutputId};
 use crate::local::{LocalTier, Lookup, PendingPut, TrimReport};
 use crate::remote::tier::{Origin, RemoteTier, Settings, Upload};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::warm::manifest::{self, Names};
+use crate::warm::names::{self, Names};
 use crate::warm::prefetch::Prefetch;
 use crate::{Entry, Error, Result};
 
@@ -312,9 +312,7 @@ impl Cache {
             ));
         }
         match (&self.inner.remote, &self.inner.runtime) {
-            (Some(r), Some(rt)) => {
-                block_on(rt, r.clear(force, announce, manifest::is_manifest_key))
-            }
+            (Some(r), Some(rt)) => block_on(rt, r.clear(force, announce, names::is_manifest_key)),
             _ => Err(Error::Config(format!(
                 "no remote to clear: backend {} without -remote-dir is local only",
                 self.inner.config.backend.name()
@@ -505,7 +503,7 @@ fn manifest_names(config: &Config) -> Names {
     // Outside the go command (the prefetch subcommand, the C ABI), ask it for what it
     // would have passed us, so both derive the same name.
     let go_env = if std::env::var_os("GOVERSION").is_none() {
-        manifest::go_env()
+        names::go_env()
     } else {
         Vec::new()
     };
@@ -514,7 +512,7 @@ fn manifest_names(config: &Config) -> Names {
             .ok()
             .or_else(|| go_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
     };
-    let mut names = manifest::default_names(&lookup, &cwd);
+    let mut names = names::default_names(&lookup, &cwd);
     if let Some(k) = &config.manifest_key {
         names.key = k.clone();
         names.fallbacks.clear();

@@ -25,6 +25,7 @@
 pub mod cache;
 pub mod config;
 mod error;
+pub mod format;
 pub mod ids;
 mod local;
 pub mod protocol;

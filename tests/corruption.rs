@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use gobuildcache::remote::object::{self, Codec, Header, HEADER_LEN};
+use gobuildcache::format::object::{self, Codec, Header, HEADER_LEN};
 use gobuildcache::{ActionId, Cache, Config, OutputId};
 
 use crate::remote::{DirStore, Run, S3Store, Store};

@@ -286,7 +286,7 @@ impl Rig {
     /// Every object decodes, sits under its own ActionID and holds the body its OutputID
     /// names: nothing torn or mixed up was stored. Returns how many objects there are.
     fn assert_store_intact(&self) -> usize {
-        use gobuildcache::remote::object;
+        use gobuildcache::format::object;
         let objects: Vec<(String, Vec<u8>)> = match &self.server {
             Server::S3(m) => {
                 let keys = m.keys("gbc", "");

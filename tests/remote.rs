@@ -463,7 +463,7 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
     let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/bad-manifests")];
     let (go1, _) = r.fresh(store, "fill", &key);
     go1.ok(&["build", "./..."]);
-    let dir = gobuildcache::warm::manifest::dir_key("gobuildcache/", "suite/bad-manifests");
+    let dir = gobuildcache::warm::names::dir_key("gobuildcache/", "suite/bad-manifests");
     let valid: Vec<String> = store
         .keys()
         .into_iter()
@@ -474,7 +474,7 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
     let mut garbage = store.read(&valid[0]);
     garbage[20] ^= 0xff;
     store.write(&format!("{dir}ffffffffffffff00-00000000"), &garbage);
-    let huge = vec![7u8; gobuildcache::warm::manifest::MAX_BYTES as usize + 1];
+    let huge = vec![7u8; gobuildcache::format::manifest::MAX_BYTES as usize + 1];
     store.write(&format!("{dir}ffffffffffffff01-00000000"), &huge);
 
     let (go2, s2) = r.fresh(store, "after", &key);
@@ -497,7 +497,8 @@ pub fn bad_manifests_are_ignored(store: &dyn Store) {
 /// Two jobs publishing the same manifest name at once both land (no overwrite), and the
 /// next run starts from the union of what they used.
 pub fn concurrent_publishers_are_merged(store: &dyn Store) {
-    use gobuildcache::warm::manifest::{dir_key, Manifest};
+    use gobuildcache::format::manifest::Manifest;
+    use gobuildcache::warm::names::dir_key;
     let r = Run::new();
     let key = [("GOBUILDCACHE_MANIFEST_KEY", "suite/merge")];
     let (ga, _) = r.fresh(store, "a", &key);
@@ -1172,7 +1173,7 @@ fn http_without_create_only_racing_writers_are_harmless() {
         .filter(|k| !k.contains("/manifests/"))
     {
         let mut body = Vec::new();
-        let h = gobuildcache::remote::object::decode(&store.read(key)[..], &mut body)
+        let h = gobuildcache::format::object::decode(&store.read(key)[..], &mut body)
             .unwrap_or_else(|e| panic!("{key} is damaged: {e}"));
         assert_eq!(gobuildcache::OutputId::of(&body), h.output_id, "{key}");
     }

@@ -18,7 +18,7 @@
 //! the get is a miss). The grace keeps warm builds from writing: a body used in the last hour
 //! is not touched again (the same granularity as Go's own cache).
 
-pub(crate) mod record;
+pub(crate) mod lock;
 mod trim;
 
 use std::fs::{self, File, OpenOptions};
@@ -34,7 +34,7 @@ use crate::error::IoContext;
 use crate::ids::{ActionId, OutputId};
 use crate::{Entry, Error, Result};
 
-pub(crate) use record::Record;
+pub(crate) use crate::format::record::{self, Record};
 pub use trim::TrimReport;
 
 /// Outcome of a local lookup. Corruption is reported, not hidden, so the cache can count it.
@@ -399,17 +399,13 @@ fn create_truncate(p: &Path) -> io::Result<File> {
 }
 
 fn open_lock_file(p: &Path) -> Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(p).with_path("opening lock file", p)
+    lock::open(p).with_path("opening lock file", p)
 }
 
 /// Creates and locks `live/<owner>`, recording when this process started. The file is locked
 /// before it is renamed into place, so trim never sees an unlocked live file of a live owner.
 fn register_live(dir: &Path, started: SystemTime) -> Result<(File, PathBuf, String)> {
-    let nanos = record::time_to_nanos(started);
+    let nanos = crate::format::time_to_nanos(started);
     for attempt in 0..100u32 {
         let owner = format!("{}-{:x}", std::process::id(), nanos as u64 + attempt as u64);
         let path = dir.join(&owner);

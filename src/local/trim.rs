@@ -188,7 +188,7 @@ impl LocalTier {
                     let started = fs::read_to_string(&path)
                         .ok()
                         .and_then(|s| s.trim().parse::<i64>().ok())
-                        .map(super::record::nanos_to_time)
+                        .map(crate::format::nanos_to_time)
                         // Unreadable start: assume the worst, protect everything.
                         .unwrap_or(SystemTime::UNIX_EPOCH);
                     oldest = Some(oldest.map_or(started, |o| o.min(started)));

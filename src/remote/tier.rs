@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, OnceCell, Semaphore};
 
-use super::object::{self, Codec, Header};
 use super::pace::{self, Abort, Admit, Pace, Probe, Progress};
 use crate::config::LockType;
+use crate::format::object::{self, Codec, Header};
 use crate::ids::ActionId;
+use crate::local::lock::FileLock;
 use crate::local::{LocalTier, Lookup};
 use crate::stats::Stats;
 use crate::store::guard::{Guarded, Limits};
@@ -811,51 +812,6 @@ pub(crate) fn lock_stripe(action: &ActionId) -> String {
     format!("{}.lock", &action.to_hex()[..2])
 }
 
-/// An exclusive flock on a lock file, released on drop (the file stays).
-pub(crate) struct FileLock {
-    file: std::fs::File,
-}
-
-impl FileLock {
-    pub(crate) fn acquire(path: PathBuf) -> io::Result<FileLock> {
-        let file = Self::open(&path)?;
-        file.lock()?;
-        Ok(FileLock { file })
-    }
-
-    /// `None` while another process holds it.
-    pub(crate) fn try_acquire(path: PathBuf) -> io::Result<Option<FileLock>> {
-        let file = Self::open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock { file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
-    }
-
-    fn open(path: &Path) -> io::Result<std::fs::File> {
-        // Owner-only, like the cache dir: lock names are ActionIDs.
-        if let Some(dir) = path.parent() {
-            let mut b = std::fs::DirBuilder::new();
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            b.create(dir)?;
-        }
-        let mut o = std::fs::OpenOptions::new();
-        o.create(true).truncate(false).write(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        o.open(path)
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        let _ = self.file.unlock();
-    }
-}
-
 /// Runs `fut` as a wait on the store for a get's [`Progress`], shared with `share - 1` other
 /// fetches (see [`RemoteTier::fetch_any`]).
 async fn waiting<T>(
@@ -876,52 +832,19 @@ async fn waiting<T>(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::sync::atomic::AtomicUsize;
-
-    use async_trait::async_trait;
 
     use super::*;
     use crate::ids::OutputId;
-    use crate::store::disk::DiskBackend;
-    use crate::store::{BackendResult, BodyReader, ObjectInfo};
+    use crate::store::scripted::Scripted;
 
-    /// A real directory store that counts gets and makes each one slow, so concurrent
-    /// fetches overlap.
-    struct Counting {
-        inner: DiskBackend,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Backend for Counting {
-        fn name(&self) -> &'static str {
-            "counting"
-        }
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        async fn check(&self) -> BackendResult<()> {
-            self.inner.check().await
-        }
-        async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            self.inner.get(key).await
-        }
-        async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
-            self.inner.put(key, path, size).await
-        }
-        async fn delete(&self, key: &str) -> BackendResult<()> {
-            self.inner.delete(key).await
-        }
-        async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
-            self.inner.list(prefix).await
-        }
+    /// A real directory store whose gets are slow, so concurrent fetches overlap.
+    fn slow_store(dir: &Path) -> Scripted {
+        Scripted::over(dir).slowed(Duration::from_millis(200))
     }
 
     fn tier(
         local_dir: &Path,
-        be: Arc<Counting>,
+        be: Arc<Scripted>,
         lock_type: LockType,
         lock_dir: &Path,
     ) -> Arc<RemoteTier> {
@@ -939,10 +862,7 @@ mod tests {
 
     /// Fills the store with one entry through a writer tier; returns its ActionID and body.
     async fn fill(store: &Path, scratch: &Path) -> (ActionId, Vec<u8>) {
-        let be = Arc::new(Counting {
-            inner: DiskBackend::new(store),
-            gets: AtomicUsize::new(0),
-        });
+        let be = Arc::new(slow_store(store));
         let w = tier(scratch, be, LockType::Memory, &scratch.join("locks"));
         let action = ActionId::from_bytes(&[9; 32]).unwrap();
         let body = b"shared output".repeat(1000);
@@ -959,10 +879,7 @@ mod tests {
         let store = d.path().join("store");
         std::fs::create_dir(&store).unwrap();
         let (action, body) = fill(&store, &d.path().join("writer")).await;
-        let be = Arc::new(Counting {
-            inner: DiskBackend::new(&store),
-            gets: AtomicUsize::new(0),
-        });
+        let be = Arc::new(slow_store(&store));
         let r = tier(
             &d.path().join("reader"),
             be.clone(),
@@ -978,7 +895,7 @@ mod tests {
             let e = res.unwrap().expect("every caller gets the entry");
             assert_eq!(std::fs::read(&e.path).unwrap(), body);
         }
-        assert_eq!(be.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(be.gets(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -987,10 +904,7 @@ mod tests {
         let store = d.path().join("store");
         std::fs::create_dir(&store).unwrap();
         let (action, body) = fill(&store, &d.path().join("writer")).await;
-        let be = Arc::new(Counting {
-            inner: DiskBackend::new(&store),
-            gets: AtomicUsize::new(0),
-        });
+        let be = Arc::new(slow_store(&store));
         // Two tiers on one local dir stand for two helper processes: separate in-process
         // maps, one lock dir.
         let shared = d.path().join("shared");
@@ -1001,17 +915,13 @@ mod tests {
         for e in [ea.unwrap(), eb.unwrap()] {
             assert_eq!(std::fs::read(&e.path).unwrap(), body);
         }
-        assert_eq!(
-            be.gets.load(Ordering::SeqCst),
-            1,
-            "the second waited and found it locally"
-        );
+        assert_eq!(be.gets(), 1, "the second waited and found it locally");
 
         // Without locks both go to the remote: the counter can tell the difference.
         let c = tier(&d.path().join("c"), be.clone(), LockType::Noop, &locks);
         let (x, y) = tokio::join!(c.fetch(action, Origin::Get), c.fetch(action, Origin::Get));
         assert!(x.is_some() && y.is_some());
-        assert_eq!(be.gets.load(Ordering::SeqCst), 3);
+        assert_eq!(be.gets(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1019,10 +929,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = d.path().join("store");
         std::fs::create_dir(&store).unwrap();
-        let be = Arc::new(Counting {
-            inner: DiskBackend::new(&store),
-            gets: AtomicUsize::new(0),
-        });
+        let be = Arc::new(slow_store(&store));
         let t = tier(
             &d.path().join("l"),
             be,

@@ -312,60 +312,12 @@ impl Backend for Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::scripted::Scripted;
     use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-    /// A backend whose calls fail (or hang) as told, counting how often it is called.
-    struct Flaky {
-        calls: AtomicUsize,
-        fail_first: usize,
-        hang: bool,
-        permanent: bool,
-    }
-
-    #[async_trait]
-    impl Backend for Flaky {
-        fn name(&self) -> &'static str {
-            "flaky"
-        }
-        fn location(&self) -> String {
-            "flaky://".into()
-        }
-        async fn check(&self) -> BackendResult<()> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn get(&self, _key: &str) -> BackendResult<Option<BodyReader>> {
-            let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.hang {
-                std::future::pending::<()>().await;
-            }
-            if n < self.fail_first {
-                return Err(if self.permanent {
-                    BackendError::Permanent("denied".into())
-                } else {
-                    BackendError::Transient("reset".into())
-                });
-            }
-            Ok(None)
-        }
-        async fn put(&self, _: &str, _: &Path, _: u64) -> BackendResult<PutOutcome> {
-            Ok(PutOutcome::Stored)
-        }
-        async fn delete(&self, _: &str) -> BackendResult<()> {
-            Ok(())
-        }
-        async fn list(&self, _: &str) -> BackendResult<Vec<ObjectInfo>> {
-            Ok(vec![])
-        }
-    }
-
-    fn flaky(fail_first: usize, hang: bool, permanent: bool) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            calls: AtomicUsize::new(0),
-            fail_first,
-            hang,
-            permanent,
-        })
+    fn flaky(fail_first: usize, hang: bool, permanent: bool) -> Arc<Scripted> {
+        let s = Scripted::empty().failing(fail_first, permanent);
+        Arc::new(if hang { s.hanging() } else { s })
     }
 
     fn limits() -> Limits {
@@ -385,21 +337,17 @@ mod tests {
             g.get("k").await.unwrap().is_none(),
             "second attempt succeeds"
         );
-        assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(f.gets(), 2);
 
         let f = flaky(100, false, false);
         let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         assert!(g.get("k").await.is_err());
-        assert_eq!(f.calls.load(Ordering::SeqCst), 2, "get_attempts = 2");
+        assert_eq!(f.gets(), 2, "get_attempts = 2");
 
         let f = flaky(100, false, true);
         let g = Guarded::new(f.clone(), limits(), Box::new(|_| {}));
         assert!(g.get("k").await.is_err());
-        assert_eq!(
-            f.calls.load(Ordering::SeqCst),
-            1,
-            "permanent errors are not retried"
-        );
+        assert_eq!(f.gets(), 1, "permanent errors are not retried");
     }
 
     #[tokio::test]
@@ -429,17 +377,13 @@ mod tests {
         for _ in 0..10 {
             let _ = g.get("k").await;
         }
-        let calls = f.calls.load(Ordering::SeqCst);
+        let calls = f.gets();
         assert_eq!(calls, 5, "threshold 5: later calls never reach the backend");
         assert_eq!(trips.load(Ordering::Relaxed), 1, "told once");
         assert!(g.breaker.is_open());
         tokio::time::sleep(Duration::from_millis(250)).await;
         let _ = g.get("k").await;
-        assert_eq!(
-            f.calls.load(Ordering::SeqCst),
-            6,
-            "one probe after the cooldown"
-        );
+        assert_eq!(f.gets(), 6, "one probe after the cooldown");
     }
 
     #[tokio::test]
@@ -449,10 +393,10 @@ mod tests {
         assert!(g.breaker.trip(), "was closed");
         assert!(!g.breaker.trip(), "already open");
         assert!(g.check().await.is_err());
-        assert_eq!(f.calls.load(Ordering::SeqCst), 0, "refused without a call");
+        assert_eq!(f.checks.load(Ordering::SeqCst), 0, "refused without a call");
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(g.check().await.is_ok(), "the probe after the cooldown");
-        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(f.checks.load(Ordering::SeqCst), 1);
         assert!(!g.breaker.is_open(), "a good probe closes it");
     }
 
@@ -478,35 +422,7 @@ mod tests {
             panic!("expected an error")
         };
         assert!(err.to_string().contains("bucket missing"));
-        assert_eq!(f.calls.load(Ordering::SeqCst), 0);
-    }
-
-    /// A store that opens every object: headers fine, the body is up to the caller.
-    struct Opens;
-
-    #[async_trait]
-    impl Backend for Opens {
-        fn name(&self) -> &'static str {
-            "opens"
-        }
-        fn location(&self) -> String {
-            "opens://".into()
-        }
-        async fn check(&self) -> BackendResult<()> {
-            Ok(())
-        }
-        async fn get(&self, _key: &str) -> BackendResult<Option<BodyReader>> {
-            Ok(Some(Box::new(tokio::io::empty())))
-        }
-        async fn put(&self, _: &str, _: &Path, _: u64) -> BackendResult<PutOutcome> {
-            Ok(PutOutcome::Stored)
-        }
-        async fn delete(&self, _: &str) -> BackendResult<()> {
-            Ok(())
-        }
-        async fn list(&self, _: &str) -> BackendResult<Vec<ObjectInfo>> {
-            Ok(vec![])
-        }
+        assert_eq!(f.gets(), 0);
     }
 
     #[tokio::test]
@@ -514,7 +430,7 @@ mod tests {
         let tripped = Arc::new(AtomicUsize::new(0));
         let t = Arc::clone(&tripped);
         let g = Guarded::new(
-            Arc::new(Opens),
+            Arc::new(Scripted::opens()),
             limits(),
             Box::new(move |_| {
                 t.fetch_add(1, Ordering::SeqCst);

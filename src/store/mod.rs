@@ -18,6 +18,8 @@ pub mod http;
 pub mod idle;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod wrap;
 
 use std::path::Path;
@@ -177,13 +179,10 @@ pub async fn open(config: &crate::Config) -> crate::Result<Option<std::sync::Arc
             "injecting faults into {:.0}% of remote calls",
             config.error_rate * 100.0
         );
-        b = Arc::new(wrap::Faulty {
-            inner: b,
-            rate: config.error_rate,
-        });
+        b = Arc::new(wrap::Gated::new(b, wrap::Rule::Faults(config.error_rate)));
     }
     if config.read_only {
-        b = Arc::new(wrap::ReadOnly(b));
+        b = Arc::new(wrap::Gated::new(b, wrap::Rule::ReadOnly));
     }
     Ok(Some(b))
 }

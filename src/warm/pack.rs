@@ -10,10 +10,9 @@
 //! and once a pack covers a branch's builds, runs stop writing new ones until enough has
 //! changed.
 //!
-//! Format (little endian): `GBCP`, version 1, 3 reserved bytes, entry count (u32); per entry
-//! its ActionID and frame length (u64, 0 for none); the SHA-256 of all that; then the frames,
-//! each one remote object exactly as it is stored under its own key. The index lets a get for
-//! an entry the stream is about to deliver wait for it instead of fetching it again. Nothing
+//! The bytes are `format/pack.rs`: an index, then each entry's remote object exactly as
+//! it is stored under its own key. The index lets a get for an entry the stream is about to
+//! deliver wait for it instead of fetching it again. Nothing
 //! is trusted beyond what each object proves (its header names its ActionID, which must match
 //! the index; its body is checked against its OutputID), and only ActionIDs the manifest asked
 //! for are taken. A damaged frame ends the read; the rest is fetched one by one.
@@ -24,12 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::format::object::{self, Header};
+use crate::format::pack::{
+    encode_index, index_len, read_index, IndexError, MAX_BYTES, MAX_ENTRIES,
+};
 use crate::ids::ActionId;
 use crate::local::Lookup;
-use crate::remote::object::{self, Header, HEADER_LEN};
 use crate::remote::pace::{is_judged_slow, Abort};
 use crate::remote::slots::Promises;
 use crate::remote::tier::{
@@ -40,15 +41,6 @@ use crate::store::idle::IdleTimeout;
 use crate::store::{Backend, BackendError};
 use crate::Entry;
 
-const MAGIC: &[u8; 4] = b"GBCP";
-const VERSION: u8 = 1;
-const HEAD: usize = 12;
-const ITEM: usize = 40;
-const SUM: usize = 32;
-/// Encoded bytes per pack; a bigger warm start keeps its tail one by one.
-pub const MAX_BYTES: u64 = 512 << 20;
-/// Entries per pack, as many as a manifest holds.
-pub const MAX_ENTRIES: usize = super::manifest::MAX_ENTRIES;
 /// Packs kept per manifest name after a publish.
 pub const KEEP: usize = 2;
 /// See [`worth_publishing`].
@@ -77,7 +69,7 @@ pub fn is_pack(key: &str) -> bool {
 
 /// A new pack name in a manifest's directory: sorts like the manifests beside it.
 pub fn key(dir: &str, now: std::time::SystemTime) -> String {
-    format!("{}.pack", super::manifest::object_key(dir, now))
+    format!("{}.pack", super::names::object_key(dir, now))
 }
 
 /// Reads and writes packs through a tier: it borrows the tier's store, local tier and
@@ -376,26 +368,19 @@ impl Packs {
             bound += most;
             chosen.push((*action, e));
         }
-        let index_len = HEAD + chosen.len() * ITEM + SUM;
+        let index_len = index_len(chosen.len());
         w.write_all(&vec![0u8; index_len])?;
-        let mut lens = Vec::with_capacity(chosen.len());
+        let mut items = Vec::with_capacity(chosen.len());
         for (action, e) in &chosen {
-            lens.push(self.write_frame(w, action, e)?);
+            items.push((*action, self.write_frame(w, action, e)?));
         }
-        let mut index = Vec::with_capacity(index_len);
-        index.extend_from_slice(MAGIC);
-        index.extend_from_slice(&[VERSION, 0, 0, 0]);
-        index.extend_from_slice(&(chosen.len() as u32).to_le_bytes());
-        for ((action, _), len) in chosen.iter().zip(&lens) {
-            index.extend_from_slice(action.as_bytes());
-            index.extend_from_slice(&len.to_le_bytes());
-        }
-        let sum = Sha256::digest(&index);
-        index.extend_from_slice(&sum);
         w.seek(SeekFrom::Start(0))?;
-        w.write_all(&index)?;
-        let count = lens.iter().filter(|l| **l > 0).count() as u64;
-        Ok((count, index_len as u64 + lens.iter().sum::<u64>()))
+        w.write_all(&encode_index(&items))?;
+        let count = items.iter().filter(|(_, l)| *l > 0).count() as u64;
+        Ok((
+            count,
+            index_len as u64 + items.iter().map(|(_, l)| l).sum::<u64>(),
+        ))
     }
 
     /// One entry's object; 0 bytes when its body is gone or not whole (it stays out).
@@ -419,58 +404,6 @@ impl Packs {
     }
 }
 
-enum IndexError {
-    Io(io::Error),
-    Bad(String),
-}
-
-/// Reads and checks a pack's index: (ActionID, frame length) in stream order.
-fn read_index<R: Read>(input: &mut R) -> Result<Vec<(ActionId, u64)>, IndexError> {
-    let mut head = [0u8; HEAD];
-    input.read_exact(&mut head).map_err(IndexError::Io)?;
-    if &head[..4] != MAGIC {
-        return Err(IndexError::Bad("not a pack (bad magic)".into()));
-    }
-    if head[4] != VERSION {
-        return Err(IndexError::Bad(format!(
-            "pack version {} is not supported",
-            head[4]
-        )));
-    }
-    let n = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
-    if n > MAX_ENTRIES {
-        return Err(IndexError::Bad(format!(
-            "{n} entries is over the cap of {MAX_ENTRIES}"
-        )));
-    }
-    let mut rest = vec![0u8; n * ITEM + SUM];
-    input.read_exact(&mut rest).map_err(IndexError::Io)?;
-    let (items, sum) = rest.split_at(n * ITEM);
-    let mut h = Sha256::new();
-    h.update(head);
-    h.update(items);
-    if h.finalize().as_slice() != sum {
-        return Err(IndexError::Bad("index checksum mismatch".into()));
-    }
-    let mut total = 0u64;
-    let mut index = Vec::with_capacity(n);
-    for c in items.chunks_exact(ITEM) {
-        let action = ActionId::from_bytes(&c[..32]).expect("32 bytes");
-        let len = u64::from_le_bytes(c[32..].try_into().expect("8 bytes"));
-        if len != 0 && len < HEADER_LEN as u64 {
-            return Err(IndexError::Bad(format!("a frame of {len} bytes")));
-        }
-        total = total.saturating_add(len);
-        index.push((action, len));
-    }
-    if total > MAX_BYTES {
-        return Err(IndexError::Bad(format!(
-            "{total} bytes of frames is over the cap"
-        )));
-    }
-    Ok(index)
-}
-
 /// Counts what passes through to `w`.
 struct Counted<'a, W: Write> {
     w: &'a mut W,
@@ -492,51 +425,6 @@ impl<W: Write> Write for Counted<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn index(items: &[(ActionId, u64)]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(MAGIC);
-        b.extend_from_slice(&[VERSION, 0, 0, 0]);
-        b.extend_from_slice(&(items.len() as u32).to_le_bytes());
-        for (a, len) in items {
-            b.extend_from_slice(a.as_bytes());
-            b.extend_from_slice(&len.to_le_bytes());
-        }
-        let sum = Sha256::digest(&b);
-        b.extend_from_slice(&sum);
-        b
-    }
-
-    fn id(n: u8) -> ActionId {
-        ActionId::from_bytes(&[n; 32]).unwrap()
-    }
-
-    fn bad(b: &[u8]) -> String {
-        match read_index(&mut &b[..]) {
-            Err(IndexError::Bad(m)) => m,
-            Err(IndexError::Io(e)) => format!("io: {e}"),
-            Ok(i) => panic!("accepted {i:?}"),
-        }
-    }
-
-    #[test]
-    fn an_index_round_trips_and_damage_is_refused() {
-        let items = [(id(1), 500), (id(2), 0), (id(3), HEADER_LEN as u64)];
-        let b = index(&items);
-        assert_eq!(read_index(&mut &b[..]).ok().unwrap(), items);
-        for i in 0..b.len() {
-            let mut d = b.clone();
-            d[i] ^= 0x20;
-            let _ = bad(&d); // every flipped bit is caught: magic, version, count or checksum
-        }
-        assert!(bad(&b[..b.len() - 1]).starts_with("io:"), "cut short");
-        assert!(bad(&index(&[(id(1), 10)])).contains("frame of 10"));
-        let over = index(&[(id(1), MAX_BYTES), (id(2), HEADER_LEN as u64)]);
-        assert!(bad(&over).contains("over the cap"));
-        let mut many = index(&[]);
-        many[8..12].copy_from_slice(&(MAX_ENTRIES as u32 + 1).to_le_bytes());
-        assert!(bad(&many).contains("over the cap"));
-    }
 
     #[test]
     fn packs_are_published_only_after_many_single_downloads() {

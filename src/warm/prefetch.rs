@@ -1,4 +1,4 @@
-//! Warm start: at open, fetch what recent runs used (their [`manifest`](super::manifest))
+//! Warm start: at open, fetch what recent runs used (their [`manifest`])
 //! into the local tier while requests are already being served; at close, publish what this
 //! run used.
 //!
@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{watch, Semaphore};
 
-use super::manifest::{self, Manifest, Names};
+use super::names::{self, Names};
 use super::pack::{self, Packs};
+use crate::format::manifest::{self, Manifest};
 use crate::ids::ActionId;
 use crate::local::Lookup;
 use crate::remote::tier::{Origin, RemoteTier, UploadError};
@@ -28,6 +29,10 @@ use crate::store::{Backend, BackendError, ObjectInfo};
 /// How long a manifest read may stall before it is given up (it is read whole, at most
 /// [`manifest::MAX_BYTES`]).
 const READ_STALL: Duration = Duration::from_secs(10);
+/// Manifests merged at start-up (concurrent publishers each leave one).
+const READ_NEWEST: usize = 3;
+/// Manifests kept per name after a publish.
+const KEEP: usize = 4;
 
 pub(crate) struct Prefetch {
     tier: Arc<RemoteTier>,
@@ -203,7 +208,7 @@ impl Prefetch {
             .collect();
         // One list per name, all at once: a missing name costs no extra round trip.
         let lists = futures_util::future::join_all(names.iter().map(|n| {
-            let dir = manifest::dir_key(prefix, n);
+            let dir = names::dir_key(prefix, n);
             async move { self.tier.backend.list(&dir).await }
         }))
         .await;
@@ -242,10 +247,7 @@ impl Prefetch {
             return found;
         };
         found.from_own = i == 0;
-        let reads = objs
-            .iter()
-            .take(manifest::READ_NEWEST)
-            .map(|o| self.read_one(o));
+        let reads = objs.iter().take(READ_NEWEST).map(|o| self.read_one(o));
         let manifests: Vec<Manifest> = futures_util::future::join_all(reads)
             .await
             .into_iter()
@@ -326,9 +328,9 @@ impl Prefetch {
         let listed = found.from_own && used.iter().all(|a| known.contains(a));
         let new = !used.is_empty() && !listed;
         let next = found.manifest.next(&used);
-        let dir = manifest::dir_key(self.tier.prefix(), &self.names.key);
+        let dir = names::dir_key(self.tier.prefix(), &self.names.key);
         if new {
-            let key = manifest::object_key(&dir, SystemTime::now());
+            let key = names::object_key(&dir, SystemTime::now());
             match self.tier.put_bytes(&key, next.encode()).await {
                 Ok(()) => {
                     Stats::add(&self.stats().manifest_published, next.len() as u64);
@@ -336,7 +338,7 @@ impl Prefetch {
                 }
                 Err(e) => return self.publish_failed(&key, e),
             }
-            let old = found.own.iter().skip(manifest::KEEP - 1);
+            let old = found.own.iter().skip(KEEP - 1);
             futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
         }
         let s = self.stats();

@@ -1,14 +1,26 @@
-//! The per-ActionID entry record: 64 bytes, checksummed, written atomically.
+//! The local tier's entry record, one file per ActionID: 64 bytes, written atomically.
+//!
+//! ```text
+//! 0   8  tag: magic "GBCA", version 1, three bytes zero
+//! 8  32  OutputID
+//! 40  8  body size, little endian
+//! 48  8  put time, Unix nanoseconds, little endian
+//! 56  8  the first 8 bytes of the SHA-256 of bytes 0..56
+//! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use super::{nanos_to_time, time_to_nanos, Tag};
 use crate::ids::{OutputId, ID_LEN};
 
 pub(crate) const RECORD_LEN: usize = 64;
-const MAGIC: &[u8; 4] = b"GBCA";
-const VERSION: u8 = 1;
+const TAG: Tag = Tag {
+    magic: b"GBCA",
+    version: 1,
+    what: "entry record",
+};
 
 /// What an ActionID maps to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,8 +34,7 @@ pub(crate) struct Record {
 impl Record {
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         let mut b = [0u8; RECORD_LEN];
-        b[0..4].copy_from_slice(MAGIC);
-        b[4] = VERSION;
+        b[..Tag::LEN].copy_from_slice(&TAG.head([0; 3]));
         b[8..40].copy_from_slice(self.output_id.as_bytes());
         b[40..48].copy_from_slice(&self.size.to_le_bytes());
         b[48..56].copy_from_slice(&time_to_nanos(self.time).to_le_bytes());
@@ -34,7 +45,7 @@ impl Record {
 
     /// `None` for anything that is not a whole record of this version.
     pub fn decode(b: &[u8]) -> Option<Record> {
-        if b.len() != RECORD_LEN || &b[0..4] != MAGIC || b[4] != VERSION {
+        if b.len() != RECORD_LEN || TAG.check(b).is_err() {
             return None;
         }
         if Sha256::digest(&b[..56])[..8] != b[56..64] {
@@ -48,21 +59,6 @@ impl Record {
             size,
             time: nanos_to_time(nanos),
         })
-    }
-}
-
-pub(crate) fn time_to_nanos(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-    }
-}
-
-pub(crate) fn nanos_to_time(n: i64) -> SystemTime {
-    if n >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(n as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(n.unsigned_abs())
     }
 }
 

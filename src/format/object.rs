@@ -6,10 +6,8 @@
 //! reader (SHA-256), which catches flipped bits and truncation anywhere.
 //!
 //! ```text
-//! 0   4  magic "GBCO"
-//! 4   1  format version (1)
-//! 5   1  codec: 0 raw, 1 LZ4 frame
-//! 6   2  reserved, zero
+//! 0   8  tag: magic "GBCO", version 1, then the codec (0 raw, 1 LZ4 frame) and two
+//!        bytes zero
 //! 8  32  ActionID
 //! 40 32  OutputID (SHA-256 of the uncompressed body)
 //! 72  8  uncompressed size, little endian
@@ -20,12 +18,15 @@
 use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
+use super::{nanos_to_time, time_to_nanos, Tag};
 use crate::ids::{ActionId, OutputId};
-use crate::local::record::{nanos_to_time, time_to_nanos};
 
 pub const HEADER_LEN: usize = 88;
-const MAGIC: &[u8; 4] = b"GBCO";
-const VERSION: u8 = 1;
+const TAG: Tag = Tag {
+    magic: b"GBCO",
+    version: 1,
+    what: "gobuildcache object",
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
@@ -45,9 +46,7 @@ pub struct Header {
 impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
-        b[0..4].copy_from_slice(MAGIC);
-        b[4] = VERSION;
-        b[5] = self.codec as u8;
+        b[..Tag::LEN].copy_from_slice(&TAG.head([self.codec as u8, 0, 0]));
         b[8..40].copy_from_slice(self.action_id.as_bytes());
         b[40..72].copy_from_slice(self.output_id.as_bytes());
         b[72..80].copy_from_slice(&self.size.to_le_bytes());
@@ -56,18 +55,13 @@ impl Header {
     }
 
     pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, String> {
-        if &b[0..4] != MAGIC {
-            return Err("not a gobuildcache object (bad magic)".into());
-        }
-        if b[4] != VERSION {
-            return Err(format!("unsupported object format version {}", b[4]));
-        }
-        let codec = match b[5] {
+        let [codec, r1, r2] = TAG.check(b)?;
+        let codec = match codec {
             0 => Codec::Raw,
             1 => Codec::Lz4,
             c => return Err(format!("unknown codec {c}")),
         };
-        if b[6] != 0 || b[7] != 0 {
+        if r1 != 0 || r2 != 0 {
             return Err("reserved header bytes are set".into());
         }
         let id_err = |e: crate::Error| e.to_string();

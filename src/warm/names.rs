@@ -1,142 +1,16 @@
-//! Warm-start manifests: the ActionIDs that recent runs used, so a helper on a fresh machine
-//! can fetch them before the go command asks (the prefetch, `warm/prefetch.rs`).
+//! Where warm-start manifests live and what they are called.
 //!
-//! Each publish writes a new immutable object under the manifest's name
-//! (`<prefix>manifests/<slug>/<time>-<random>`) with an if-absent put, like every other
-//! object. Readers merge the newest few, so jobs publishing at the same time add up instead
-//! of overwriting each other; writers delete all but the newest few.
-//!
-//! Format (little-endian): `GBCM`, version 1, 3 reserved bytes, entry count (u32), then per
-//! entry the 32-byte ActionID and an age byte (publishes since a run last used it), then the
-//! SHA-256 of everything before it.
+//! A manifest's name says which builds it is for: the module, platform, Go version and CI
+//! branch, found in the environment the go command and the CI system give the helper
+//! ([`default_names`]). Each publish writes a new immutable object under the name's
+//! directory (`<prefix>manifests/<slug>/<time>-<random>`, [`dir_key`], [`object_key`]) with
+//! an if-absent put, like every other object: readers merge the newest few, so jobs
+//! publishing at the same time add up instead of overwriting each other. The bytes are
+//! [`crate::format::manifest`].
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-
-use crate::ids::ActionId;
-
-const MAGIC: &[u8; 4] = b"GBCM";
-const VERSION: u8 = 1;
-const HEAD: usize = 12;
-const ENTRY: usize = 33;
-const SUM: usize = 32;
-
-/// Entries kept per manifest: ~3.3 MB, far beyond what one module's builds use
-/// (`go build std` uses ~1,100), small enough to read at every start.
-pub const MAX_ENTRIES: usize = 100_000;
-/// The largest object that can be a valid manifest; anything bigger is not read in full.
-pub const MAX_BYTES: u64 = (HEAD + MAX_ENTRIES * ENTRY + SUM) as u64;
-/// An entry no run used in this many publishes is dropped: the code it came from is gone.
-pub const MAX_AGE: u8 = 10;
-/// Manifests merged at start-up (concurrent publishers each leave one).
-pub const READ_NEWEST: usize = 3;
-/// Manifests kept per name after a publish.
-pub const KEEP: usize = 4;
-
-/// ActionIDs in the order they should be fetched, with their ages.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Manifest {
-    pub entries: Vec<(ActionId, u8)>,
-}
-
-impl Manifest {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let n = self.entries.len().min(MAX_ENTRIES);
-        let mut out = Vec::with_capacity(HEAD + n * ENTRY + SUM);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&[VERSION, 0, 0, 0]);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        for (id, age) in &self.entries[..n] {
-            out.extend_from_slice(id.as_bytes());
-            out.push(*age);
-        }
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
-        out
-    }
-
-    pub fn decode(b: &[u8]) -> Result<Manifest, String> {
-        if b.len() < HEAD + SUM {
-            return Err(format!("{} bytes is too short for a manifest", b.len()));
-        }
-        if &b[..4] != MAGIC {
-            return Err("not a manifest (bad magic)".into());
-        }
-        if b[4] != VERSION {
-            return Err(format!("manifest version {} is not supported", b[4]));
-        }
-        let n = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-        if n > MAX_ENTRIES {
-            return Err(format!("{n} entries is over the cap of {MAX_ENTRIES}"));
-        }
-        if b.len() != HEAD + n * ENTRY + SUM {
-            return Err(format!(
-                "{} bytes do not hold the {n} entries the header says",
-                b.len()
-            ));
-        }
-        let (body, sum) = b.split_at(b.len() - SUM);
-        if Sha256::digest(body).as_slice() != sum {
-            return Err("checksum mismatch".into());
-        }
-        let entries = body[HEAD..]
-            .chunks_exact(ENTRY)
-            .map(|c| {
-                let id = ActionId::from_bytes(&c[..32]).expect("32 bytes");
-                (id, c[32])
-            })
-            .collect();
-        Ok(Manifest { entries })
-    }
-
-    /// The union of several manifests (newest first): each ActionID once, at its first
-    /// position, with its smallest age.
-    pub fn merge<'a>(newest_first: impl IntoIterator<Item = &'a Manifest>) -> Manifest {
-        let mut pos: HashMap<ActionId, usize> = HashMap::new();
-        let mut entries: Vec<(ActionId, u8)> = Vec::new();
-        for m in newest_first {
-            for &(id, age) in &m.entries {
-                match pos.get(&id) {
-                    Some(&i) => entries[i].1 = entries[i].1.min(age),
-                    None => {
-                        pos.insert(id, entries.len());
-                        entries.push((id, age));
-                    }
-                }
-            }
-        }
-        Manifest { entries }
-    }
-
-    /// What this run publishes: the IDs it used (in order of use, age 0) followed by the
-    /// older entries it did not use, one publish older; stale ones dropped, capped.
-    pub fn next(&self, used: &[ActionId]) -> Manifest {
-        let fresh = Manifest {
-            entries: used.iter().map(|&id| (id, 0)).collect(),
-        };
-        let older = Manifest {
-            entries: self
-                .entries
-                .iter()
-                .filter(|(_, age)| *age < MAX_AGE)
-                .map(|&(id, age)| (id, age + 1))
-                .collect(),
-        };
-        let mut m = Manifest::merge([&fresh, &older]);
-        m.entries.truncate(MAX_ENTRIES);
-        m
-    }
-}
 
 /// The object-name directory for a manifest name: readable, key-safe, and distinct per name.
 pub fn dir_key(prefix: &str, name: &str) -> String {
@@ -284,65 +158,6 @@ fn go_arch(rust: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(n: u8) -> ActionId {
-        ActionId::from_bytes(&[n; 32]).unwrap()
-    }
-
-    #[test]
-    fn round_trip_and_damage() {
-        let m = Manifest {
-            entries: vec![(id(1), 0), (id(2), 3)],
-        };
-        let b = m.encode();
-        assert_eq!(Manifest::decode(&b).unwrap(), m);
-        for i in [0, 4, 8, 12, 40, b.len() - 1] {
-            let mut bad = b.clone();
-            bad[i] ^= 1;
-            assert!(Manifest::decode(&bad).is_err(), "flip at {i} accepted");
-        }
-        assert!(Manifest::decode(&b[..b.len() - 1]).is_err());
-        assert!(Manifest::decode(b"GBCM").is_err());
-        // A header claiming more than the cap is refused before anything is allocated.
-        let mut huge = b.clone();
-        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(Manifest::decode(&huge).unwrap_err().contains("cap"));
-    }
-
-    #[test]
-    fn merge_keeps_first_position_and_youngest_age() {
-        let a = Manifest {
-            entries: vec![(id(1), 2), (id(2), 0)],
-        };
-        let b = Manifest {
-            entries: vec![(id(3), 0), (id(1), 0)],
-        };
-        let m = Manifest::merge([&a, &b]);
-        assert_eq!(m.entries, vec![(id(1), 0), (id(2), 0), (id(3), 0)]);
-    }
-
-    #[test]
-    fn next_puts_used_first_ages_the_rest_and_drops_stale() {
-        let old = Manifest {
-            entries: vec![(id(1), 0), (id(2), MAX_AGE), (id(3), 4)],
-        };
-        let m = old.next(&[id(3), id(9)]);
-        assert_eq!(m.entries, vec![(id(3), 0), (id(9), 0), (id(1), 1)]);
-    }
-
-    #[test]
-    fn next_is_capped() {
-        let used: Vec<ActionId> = (0..MAX_ENTRIES as u32 + 10)
-            .map(|i| {
-                let mut b = [0u8; 32];
-                b[..4].copy_from_slice(&i.to_le_bytes());
-                ActionId::from_bytes(&b).unwrap()
-            })
-            .collect();
-        let m = Manifest::default().next(&used);
-        assert_eq!(m.len(), MAX_ENTRIES);
-        assert_eq!(Manifest::decode(&m.encode()).unwrap().len(), MAX_ENTRIES);
-    }
 
     #[test]
     fn keys_are_safe_distinct_and_time_ordered() {
