@@ -14,8 +14,9 @@
 //! within its budget lifts the verdict. The back-off between probes doubles while the store
 //! stays slow.
 //!
-//! What a slow store can add to one go command is therefore about [`EVIDENCE`] (the waits
-//! before the verdict) plus [`SLOW_CLOSE`] (close's wait for uploads while it is slow).
+//! What a slow store can add to one go command is therefore about [`CHECK_PATIENCE`] (gets
+//! waiting for the start-up check), [`EVIDENCE`] (the waits before the verdict) and
+//! [`SLOW_CLOSE`] (close's wait for uploads while it is slow).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -56,6 +57,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// How long a probe waits for the store's answer before it counts as slow (far over the
 /// [`GET_FIXED`] a fast answer takes).
 pub const PROBE_PATIENCE: Duration = Duration::from_secs(1);
+/// How long a get waits for the start-up check before it asks the store itself (and is
+/// weighed): the one wait on the store a get makes that is not weighed.
+pub const CHECK_PATIENCE: Duration = Duration::from_secs(1);
 /// A probe lifts the verdict only if it fetched at least this much (a small object or a
 /// "not found" says little about bandwidth) within half its budget.
 pub const PROBE_BYTES: u64 = 16 << 10;

@@ -385,8 +385,15 @@ impl RemoteTier {
         progress: Option<Arc<Progress>>,
     ) -> Option<Entry> {
         // Not weighed: every get waits on this one request, so its time would count once
-        // per get (seen: a check that took 3 s made a cold build's store "too slow").
-        self.ready().await;
+        // per get (seen: a check that took 3 s made a cold build's store "too slow"). A get
+        // waits for it a moment only, then asks the store itself and is weighed: a check
+        // that slow is a slow link or a slow first answer, and either shows in the gets.
+        match origin {
+            Origin::Get => {
+                let _ = tokio::time::timeout(pace::CHECK_PATIENCE, self.ready()).await;
+            }
+            Origin::Prefetch => self.ready().await,
+        }
         if self.listed.get().is_some_and(|ids| !ids.contains(&action)) {
             match origin {
                 Origin::Get => {
@@ -431,8 +438,13 @@ impl RemoteTier {
             }
             Err(Failure::Backend(e)) => {
                 self.stats.remote_errors.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .warn_once("remote", &format!("remote get {key}: {e}"));
+                if self.checked.initialized() {
+                    self.stats
+                        .warn_once("remote", &format!("remote get {key}: {e}"));
+                } else {
+                    // A get that went ahead of the start-up check: the check tells.
+                    tracing::debug!("remote get {key}: {e}");
+                }
                 None
             }
             Err(Failure::Local(m)) => {

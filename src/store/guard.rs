@@ -198,11 +198,13 @@ impl Guarded {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = BackendResult<T>>,
     {
-        self.call_until(what, timeout, attempts, f, |_| true).await
+        self.call_until(what, timeout, attempts, f, |_| true, true)
+            .await
     }
 
     /// As `call`; an answer for which `complete` is false is not yet a success for the
-    /// breaker (the caller reports it later, see [`Guarded::body_done`]).
+    /// breaker (the caller reports it later, see [`Guarded::body_done`]). Without
+    /// `retry_deadline`, a call that ran out its deadline is not tried again.
     async fn call_until<T, F, Fut>(
         &self,
         what: &str,
@@ -210,6 +212,7 @@ impl Guarded {
         attempts: u32,
         f: F,
         complete: impl Fn(&T) -> bool,
+        retry_deadline: bool,
     ) -> BackendResult<T>
     where
         F: Fn() -> Fut,
@@ -220,12 +223,16 @@ impl Guarded {
         loop {
             attempt += 1;
             self.breaker.allow()?;
+            let mut retry = true;
             let res = match tokio::time::timeout(timeout, f()).await {
                 Ok(r) => r,
-                Err(_) => Err(BackendError::Transient(format!(
-                    "{} {what}: no answer within {timeout:?}",
-                    self.inner.name()
-                ))),
+                Err(_) => {
+                    retry = retry_deadline;
+                    Err(BackendError::Transient(format!(
+                        "{} {what}: no answer within {timeout:?}",
+                        self.inner.name()
+                    )))
+                }
             };
             match res {
                 Ok(v) => {
@@ -238,7 +245,7 @@ impl Guarded {
                     if self.breaker.failure() {
                         (self.on_trip)(&e);
                     }
-                    if !e.is_transient() || attempt >= attempts {
+                    if !e.is_transient() || !retry || attempt >= attempts {
                         return Err(e);
                     }
                     tracing::debug!("{what} attempt {attempt} failed, retrying: {e}");
@@ -266,13 +273,17 @@ impl Backend for Guarded {
     }
     async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
         let l = &self.limits;
-        // An opened body is a success only once it has been read (`body_done`).
+        // An opened body is a success only once it has been read (`body_done`). A get that
+        // got no answer in its deadline is a miss, not tried again: the go command waits on
+        // it, and a store that slow costs more than building (retries are for failures that
+        // come back fast: a reset, a 5xx).
         self.call_until(
             "get",
             l.get_timeout,
             l.get_attempts,
             || self.inner.get(key),
             |found| found.is_none(),
+            false,
         )
         .await
     }
@@ -360,6 +371,7 @@ mod tests {
         };
         assert!(err.to_string().contains("no answer"), "{err}");
         assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(f.gets(), 1, "a get's deadline is not tried again");
     }
 
     #[tokio::test]
