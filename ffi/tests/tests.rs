@@ -18,6 +18,9 @@ mod remote;
 #[path = "../../tests/net.rs"]
 mod net;
 #[cfg(feature = "s3")]
+#[path = "../../tests/server.rs"]
+mod server;
+#[cfg(feature = "s3")]
 mod util {
     pub use crate::net::{free_port, http_request};
 }
