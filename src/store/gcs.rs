@@ -44,8 +44,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// a stalled one still ends.
 const MIN_UPLOAD_RATE: u64 = 1024 * 1024;
 const DEFAULT_PAGE_SIZE: u32 = 1000;
-/// Enough of an error body for its message; the rest is dropped.
-const MAX_ERROR_BODY: usize = 16 * 1024;
 
 pub struct GcsBackend {
     bucket: String,
@@ -518,33 +516,18 @@ fn multipart_frame(key: &str) -> (String, String, String) {
     )
 }
 
-/// 408, 429 and 5xx can succeed on a retry; other statuses (a missing bucket, bad credentials,
-/// a bad request) will not.
-fn is_transient_status(s: StatusCode) -> bool {
-    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
-}
-
 /// `what: HTTP <status>: <the JSON error message>`. Only the server's message is kept, never
 /// the request (headers, URL).
 async fn status_error(what: &str, mut resp: Response) -> BackendError {
     let status = resp.status();
-    let mut body = Vec::new();
-    let read = async {
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            body.extend_from_slice(&chunk);
-            if body.len() >= MAX_ERROR_BODY {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let body = super::error_body(&mut resp).await;
     let detail = error_detail(&body);
     let msg = if detail.is_empty() || Some(detail.as_str()) == status.canonical_reason() {
         format!("{what}: HTTP {status}")
     } else {
         format!("{what}: HTTP {status}: {detail}")
     };
-    if is_transient_status(status) {
+    if super::is_transient_status(status) {
         BackendError::Transient(msg)
     } else {
         BackendError::Permanent(msg)
@@ -637,11 +620,14 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         for s in [408, 429, 500, 502, 503, 504] {
-            assert!(is_transient_status(StatusCode::from_u16(s).unwrap()), "{s}");
+            assert!(
+                crate::store::is_transient_status(StatusCode::from_u16(s).unwrap()),
+                "{s}"
+            );
         }
         for s in [400, 401, 403, 404, 409, 412] {
             assert!(
-                !is_transient_status(StatusCode::from_u16(s).unwrap()),
+                !crate::store::is_transient_status(StatusCode::from_u16(s).unwrap()),
                 "{s}"
             );
         }

@@ -42,7 +42,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// An upload gets `REQUEST_TIMEOUT` plus its size at this rate.
 const MIN_UPLOAD_RATE: u64 = 1024 * 1024;
-const MAX_ERROR_BODY: usize = 16 * 1024;
 const PROPFIND_BODY: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
 <D:propfind xmlns:D=\"DAV:\"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>";
 
@@ -490,23 +489,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn is_transient_status(s: StatusCode) -> bool {
-    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
-}
-
 /// `what: HTTP <status>: <the body's first line, if text>`; never the request's headers.
 async fn status_error(what: &str, mut resp: Response) -> BackendError {
     let status = resp.status();
-    let mut body = Vec::new();
-    let read = async {
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            body.extend_from_slice(&chunk);
-            if body.len() >= MAX_ERROR_BODY {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let body = super::error_body(&mut resp).await;
     let text = String::from_utf8_lossy(&body);
     let line = text
         .lines()
@@ -521,7 +507,7 @@ async fn status_error(what: &str, mut resp: Response) -> BackendError {
             line.chars().take(200).collect::<String>()
         )
     };
-    if is_transient_status(status) {
+    if super::is_transient_status(status) {
         BackendError::Transient(msg)
     } else {
         BackendError::Permanent(msg)

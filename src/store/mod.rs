@@ -136,6 +136,32 @@ pub(crate) fn transport_error(what: &str, e: reqwest::Error) -> BackendError {
     }
 }
 
+/// 408, 429 and 5xx can succeed on a retry; other statuses (a missing bucket, bad
+/// credentials, a bad request) will not.
+#[cfg(any(feature = "gcs", feature = "http"))]
+pub(crate) fn is_transient_status(s: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode;
+    s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+}
+
+/// The first 16 KiB of an error response's body, read for 5 s at most: enough for the
+/// server's message, never a hang on a body that does not end.
+#[cfg(any(feature = "gcs", feature = "http"))]
+pub(crate) async fn error_body(resp: &mut reqwest::Response) -> Vec<u8> {
+    const MAX: usize = 16 * 1024;
+    let mut body = Vec::new();
+    let read = async {
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= MAX {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+    body
+}
+
 /// A local file a put streams from, unreadable: gone or forbidden will not change.
 #[cfg(any(feature = "gcs", feature = "http"))]
 pub(crate) fn local_error(what: &str, path: &Path, e: std::io::Error) -> BackendError {
