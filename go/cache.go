@@ -318,6 +318,8 @@ type Quantiles struct {
 	P90   uint64 `json:"p90_us"`
 	P99   uint64 `json:"p99_us"`
 	Max   uint64 `json:"max_us"`
+	// Total is all of them added up: what the caller waited in all.
+	Total uint64 `json:"total_us"`
 }
 
 // Stats returns the cache's statistics so far.

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::ids::{ActionId, OutputId};
@@ -353,7 +353,8 @@ impl Cache {
         let shared = self.inner.shared.load(Ordering::Acquire);
         self.inner.flushed_at.store(shared, Ordering::Release);
         let mut timeout = self.inner.config.close_timeout;
-        if r.is_slow() {
+        let slow = r.is_slow();
+        if slow {
             // Uploads through a store judged too slow would hold close for nothing.
             timeout = timeout.min(crate::remote::pace::SLOW_CLOSE);
         }
@@ -369,16 +370,22 @@ impl Cache {
                 .await;
             }
         };
-        let (_, left) = block_on(rt, async { tokio::join!(warm, r.drain(timeout)) });
+        let (_, drained) = block_on(rt, async { tokio::join!(warm, r.drain(timeout, slow)) });
+        let left = drained.left;
         if left > 0 {
-            let why = if timeout < self.inner.config.close_timeout {
-                format!("{timeout:?} (the remote was judged slow)")
-            } else {
-                format!("-close-timeout {timeout:?}")
+            let why = match drained.hopeless {
+                Some(eta) if eta < Duration::from_secs(86400) => format!(
+                    ": the remote was judged slow, and at the pace it took uploads they would \
+                     take about {}s more",
+                    eta.as_secs()
+                ),
+                Some(_) => ": the remote was judged slow, and took none so far".into(),
+                None if slow => format!(" within {timeout:?} (the remote was judged slow)"),
+                None => format!(" within -close-timeout {timeout:?}"),
             };
             self.warn_once(
                 "upload",
-                &format!("{left} uploads were not done within {why}; those entries stay local"),
+                &format!("{left} uploads were not done{why}; those entries stay local"),
             );
         }
         left

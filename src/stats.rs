@@ -139,6 +139,10 @@ pub struct Quantiles {
     pub p90_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// All of them added up: what the go command waited in all (its requests overlap, so
+    /// more than the wall time it cost).
+    #[serde(default)]
+    pub total_us: u64,
 }
 
 impl Stats {
@@ -308,11 +312,12 @@ impl StatsSnapshot {
         for (name, q) in [("get", &self.get_latency), ("put", &self.put_latency)] {
             if q.count > 0 {
                 s += &format!(
-                    "\ngobuildcache: {name} latency p50 {} p90 {} p99 {} max {}",
+                    "\ngobuildcache: {name} latency p50 {} p90 {} p99 {} max {}; {} in all",
                     human_us(q.p50_us),
                     human_us(q.p90_us),
                     human_us(q.p99_us),
-                    human_us(q.max_us)
+                    human_us(q.max_us),
+                    human_us(q.total_us)
                 );
             }
         }
@@ -350,6 +355,8 @@ pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     count: AtomicU64,
     max: AtomicU64,
+    /// Sum of all values: how long the go command waited on us in all.
+    total: AtomicU64,
 }
 
 const SUB: u32 = 3; // 2^3 sub-buckets
@@ -361,6 +368,7 @@ impl Default for Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             max: AtomicU64::new(0),
+            total: AtomicU64::new(0),
         }
     }
 }
@@ -391,6 +399,7 @@ impl Histogram {
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.max.fetch_max(us, Relaxed);
+        self.total.fetch_add(us, Relaxed);
     }
 
     pub fn quantiles(&self) -> Quantiles {
@@ -417,6 +426,7 @@ impl Histogram {
             p90_us: q(0.90),
             p99_us: q(0.99),
             max_us: max,
+            total_us: self.total.load(Relaxed),
         }
     }
 }
@@ -446,6 +456,7 @@ mod tests {
         let q = h.quantiles();
         assert_eq!(q.count, 1000);
         assert_eq!(q.max_us, 1000);
+        assert_eq!(q.total_us, 500_500);
         assert!((500..=560).contains(&q.p50_us), "{q:?}");
         assert!((990..=1000).contains(&q.p99_us), "{q:?}");
         assert_eq!(Histogram::default().quantiles(), Quantiles::default());

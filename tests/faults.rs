@@ -196,7 +196,11 @@ impl Rig {
         during: Option<&(dyn Fn(&Path) + Sync)>,
         extra: &[(&str, &str)],
     ) -> Outcome {
-        let local = format!("local-{name}");
+        let mut local = format!("local-{name}");
+        if self.t.path(&local).exists() {
+            // The same run again (a slow row measured twice): fresh all the same.
+            local = format!("local-{name}-{}", unique());
+        }
         let app = self.t.path(&format!("app-{name}"));
         let start = Instant::now();
         let (go, build_stats) = self.go(&local, prefix, &format!("{name}-build"), extra);
@@ -482,9 +486,10 @@ fn black_hole(rig: &Rig, with_test: bool) {
     let o = rig.warm("hole", with_test, None);
     let s = &o.build;
     // Either stops the asking: the breaker after failures, or the slow-store verdict once
-    // the waits add up (whichever comes first depends on the machine's pace).
+    // the waits add up (the start-up check's among them, so it can come before any call
+    // has run out its deadline).
     assert!(
-        s.remote_errors > 0 && (s.breaker_trips >= 1 || s.slow_verdicts >= 1),
+        (s.remote_errors > 0 && s.breaker_trips >= 1) || s.slow_verdicts >= 1,
         "{s:?}"
     );
     assert_eq!(s.remote_hits + s.uploads, 0, "{s:?}");

@@ -14,9 +14,14 @@
 //! within its budget lifts the verdict. The back-off between probes doubles while the store
 //! stays slow.
 //!
+//! The start-up check is weighed too, once, as one request among the gets: the go command's
+//! first get is often alone in flight, and the check is the other slow answer a verdict
+//! wants.
+//!
 //! What a slow store can add to one go command is therefore about [`CHECK_PATIENCE`] (gets
 //! waiting for the start-up check), [`EVIDENCE`] (the waits before the verdict) and
-//! [`SLOW_CLOSE`] (close's wait for uploads while it is slow).
+//! [`SLOW_CLOSE`] at most (close's wait for uploads while it is slow; none when those left
+//! could not end in it at the pace uploads went).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -58,13 +63,17 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// [`GET_FIXED`] a fast answer takes).
 pub const PROBE_PATIENCE: Duration = Duration::from_secs(1);
 /// How long a get waits for the start-up check before it asks the store itself (and is
-/// weighed): the one wait on the store a get makes that is not weighed.
-pub const CHECK_PATIENCE: Duration = Duration::from_secs(1);
+/// weighed): the one wait on the store a get makes that is not weighed. A healthy store
+/// answers the check in milliseconds; on a slow link the check is weighed itself, and a
+/// longer wait would only put the verdict off (1 s here made it 0.4 s later at 3 s a
+/// request).
+pub const CHECK_PATIENCE: Duration = Duration::from_millis(250);
 /// A probe lifts the verdict only if it fetched at least this much (a small object or a
 /// "not found" says little about bandwidth) within half its budget.
 pub const PROBE_BYTES: u64 = 16 << 10;
 /// How long close waits for uploads while the store is judged slow (`-close-timeout`
-/// otherwise): uploads through a crawling link would hold every go command's close.
+/// otherwise): uploads through a crawling link would hold every go command's close. Less
+/// when the uploads left could not end in it (see `RemoteTier::drain`).
 pub const SLOW_CLOSE: Duration = Duration::from_secs(2);
 /// How often a waiting get re-weighs the store (waits still in progress count too).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -172,15 +181,26 @@ impl Pace {
             st.probing |= probe;
             return Admit::Skip { probe };
         }
+        Admit::Go(self.ticket(&mut st))
+    }
+
+    /// Weighs a request that is not a get but shows the link all the same (the start-up
+    /// check), like a get that found nothing, whatever the verdict.
+    pub fn track(self: &Arc<Self>) -> Ticket {
+        let mut st = self.lock();
+        self.ticket(&mut st)
+    }
+
+    fn ticket(self: &Arc<Self>, st: &mut State) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Progress::new());
         st.waiting.insert(id, Arc::clone(&progress));
-        Admit::Go(Ticket {
+        Ticket {
             pace: Arc::clone(self),
             id,
             progress,
             finished: false,
-        })
+        }
     }
 
     /// Weighs recent and waiting gets; judges the store slow when their waits add up to
@@ -194,34 +214,32 @@ impl Pace {
         while st.done.front().is_some_and(|d| now - d.0 > SPAN) {
             st.done.pop_front();
         }
-        let (mut cost, mut saved, mut over) = (Duration::ZERO, Duration::ZERO, 0);
-        let waiting = st.waiting.values().filter(|p| p.started());
-        let samples = st
-            .done
-            .iter()
-            .map(|(_, c, b)| (*c, *b))
-            .chain(waiting.map(|p| (p.cost(), budget(p.bytes.load(Ordering::Relaxed)))));
-        for (c, b) in samples {
-            cost += c;
-            saved += b;
-            over += usize::from(c > b * SLOW_RATIO);
-        }
-        if cost < EVIDENCE || cost <= saved * SLOW_RATIO || over < MIN_SLOW_GETS {
+        let waiting: Vec<(Duration, Duration)> = st
+            .waiting
+            .values()
+            .filter(|p| p.started())
+            .map(|p| (p.cost(), budget(p.bytes.load(Ordering::Relaxed))))
+            .collect();
+        let all = Tally::of(
+            st.done
+                .iter()
+                .map(|(_, c, b)| (*c, *b))
+                .chain(waiting.clone()),
+        );
+        // Gets stalled now are not excused by what earlier ones saved (a pack whose first
+        // entries came at once, then crawled, held both of the go command's lanes for 2.7 s).
+        let now_waiting = Tally::of(waiting);
+        if !all.is_slow(1.0) && !now_waiting.is_slow(1.0) {
             return;
         }
         // On a machine too busy to give us the CPU, gets and the compiles they save slow
         // down alike: the yardstick grows with it (measured only when it matters).
-        let busy = match st.contention {
-            Some((at, c)) if now - at < CONTENTION_TTL => c,
-            _ => {
-                let c = contention();
-                st.contention = Some((now, c));
-                c
-            }
-        };
-        if cost <= saved.mul_f64(SLOW_RATIO as f64 * busy) {
+        let busy = st.busy(now);
+        let Some(Tally { cost, saved, .. }) =
+            [all, now_waiting].into_iter().find(|t| t.is_slow(busy))
+        else {
             return;
-        }
+        };
         // Slow again soon after a resume: a flapping link waits longer before the next try.
         st.backoff = if st.resumed_at.is_none_or(|t| now - t > BACKOFF_RESET) {
             BACKOFF_START
@@ -251,13 +269,17 @@ impl Pace {
         let now = Instant::now();
         let mut st = self.lock();
         st.probing = false;
+        // Weighed as the gets are: a busy machine slows the store's answers (a test server
+        // beside four go builds) as much as the compiles they would save.
+        let busy = st.busy(now);
+        let budget = |bytes| budget(bytes).mul_f64(busy);
         let fast = match p {
             Probe::Fetched { bytes, cost } if cost > budget(bytes) => Some(false),
             Probe::Fetched { bytes, cost } if bytes >= PROBE_BYTES && cost * 2 <= budget(bytes) => {
                 Some(true)
             }
             Probe::Fetched { .. } => None,
-            Probe::Absent { cost } if cost > GET_FIXED => Some(false),
+            Probe::Absent { cost } if cost > budget(0) => Some(false),
             Probe::Absent { .. } => None,
             Probe::Failed => Some(false),
         };
@@ -278,6 +300,54 @@ impl Pace {
             // Inconclusive: the next get probes with another object.
             None => st.probe_at = Some(now),
         }
+    }
+}
+
+impl State {
+    /// How much slower than idle this machine is now (see [`contention`]), measured at most
+    /// every [`CONTENTION_TTL`].
+    fn busy(&mut self, now: Instant) -> f64 {
+        match self.contention {
+            Some((at, c)) if now - at < CONTENTION_TTL => c,
+            _ => {
+                let c = contention();
+                self.contention = Some((now, c));
+                c
+            }
+        }
+    }
+}
+
+/// Gets' waits on the store against what they would save.
+#[derive(Clone, Copy)]
+struct Tally {
+    cost: Duration,
+    saved: Duration,
+    /// How many waited over [`SLOW_RATIO`] times their budget.
+    over: usize,
+}
+
+impl Tally {
+    /// Of (cost, budget) samples.
+    fn of(samples: impl IntoIterator<Item = (Duration, Duration)>) -> Tally {
+        let mut t = Tally {
+            cost: Duration::ZERO,
+            saved: Duration::ZERO,
+            over: 0,
+        };
+        for (c, b) in samples {
+            t.cost += c;
+            t.saved += b;
+            t.over += usize::from(c > b * SLOW_RATIO);
+        }
+        t
+    }
+
+    /// Fetching costs more than building, on a machine `busy` times slower than idle.
+    fn is_slow(&self, busy: f64) -> bool {
+        self.cost >= EVIDENCE
+            && self.over >= MIN_SLOW_GETS
+            && self.cost > self.saved.mul_f64(SLOW_RATIO as f64 * busy)
     }
 }
 
@@ -567,6 +637,50 @@ mod tests {
         }
         p.judge();
         assert!(p.is_slow());
+    }
+
+    #[test]
+    fn what_earlier_gets_saved_does_not_excuse_gets_stalled_now() {
+        let p = pace();
+        // Big entries that came at once: 13 s of building saved.
+        for _ in 0..20 {
+            sample(&p, Duration::from_millis(10), 1 << 20);
+        }
+        let (a, b) = (go(&p), go(&p));
+        for t in [&a, &b] {
+            t.progress.wait_begins();
+            t.progress.waited.store(1_000_000_000, Ordering::Relaxed);
+        }
+        p.judge();
+        assert!(!p.is_slow(), "2 s waited: not yet evidence");
+        for t in [&a, &b] {
+            t.progress.waited.store(1_600_000_000, Ordering::Relaxed);
+        }
+        p.judge();
+        assert!(
+            p.is_slow(),
+            "both stalled: the build waits, whatever came before"
+        );
+    }
+
+    #[test]
+    fn the_start_up_check_is_weighed_as_one_request_among_the_gets() {
+        let p = pace();
+        let check = p.track();
+        check.progress.wait_begins();
+        check
+            .progress
+            .waited
+            .store(4_000_000_000, Ordering::Relaxed);
+        p.judge();
+        assert!(!p.is_slow(), "a slow check alone is not a trend");
+        let get = go(&p);
+        get.progress.wait_begins();
+        get.progress.waited.store(1_000_000_000, Ordering::Relaxed);
+        p.judge();
+        assert!(p.is_slow(), "the check and a get, both slow");
+        // Tracked whatever the verdict (the check of a later session, say).
+        drop(p.track());
     }
 
     #[test]

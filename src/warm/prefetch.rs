@@ -312,6 +312,13 @@ impl Prefetch {
         if self.tier.read_only() || self.tier.backend.breaker.is_disabled() {
             return;
         }
+        // Through a link judged slow a manifest or a pack would not arrive before close
+        // gives up (one PUT at 3 s a request held every go command's close for 2 s), and
+        // would list this run's entries, which mostly stayed local.
+        if self.tier.pace.is_slow() {
+            tracing::debug!("warm start: not publishing, the remote is judged slow");
+            return;
+        }
         let used = std::mem::take(&mut self.used.lock().unwrap_or_else(|p| p.into_inner()).order);
         let found = self
             .found
@@ -348,8 +355,7 @@ impl Prefetch {
         } else {
             used.len()
         };
-        // A pack through a link judged slow would not arrive before close gives up.
-        if !pack::worth_publishing(single, wanted as u64) || self.tier.pace.is_slow() {
+        if !pack::worth_publishing(single, wanted as u64) {
             return;
         }
         let key = pack::key(&dir, SystemTime::now());

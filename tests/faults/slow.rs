@@ -56,7 +56,18 @@ impl Rig {
         during: Option<&(dyn Fn(&Path) + Sync)>,
         extra: &[(&str, &str)],
     ) -> Outcome {
-        let o = self.run_with(&format!("{name}-slow"), FILLED, false, during, extra);
+        // GBC_TEST_TRACE=<dir>: each row's helper logs with -debug (seconds since start)
+        // into <dir>/<row>.log, to see where a row's time went.
+        let trace = std::env::var_os("GBC_TEST_TRACE");
+        let mut extra = extra.to_vec();
+        if trace.is_some() {
+            extra.push(("GOBUILDCACHE_DEBUG", "true"));
+        }
+        let o = self.run_with(&format!("{name}-slow"), FILLED, false, during, &extra);
+        if let Some(dir) = trace {
+            let log = Path::new(&dir).join(format!("{name}.log"));
+            std::fs::write(&log, &o.stderr).expect("writing the trace");
+        }
         let warns: Vec<&str> = o.stderr.lines().filter(|l| l.contains("WARN")).collect();
         // One of each kind at most: a get that timed out, the verdict, a manifest that did
         // not arrive, the uploads close left.
@@ -69,35 +80,88 @@ impl Rig {
     }
 }
 
-/// Each build took at most the cold build without a cache (the slower of two measured
-/// before and after, as the machine's load drifts) times [`LOAD`] plus the policy budget.
-fn check_times(store: &str, runs: &[(&str, Outcome)], cold: Duration) {
-    let bound = cold.mul_f64(LOAD) + policy_budget();
+/// The most a build under a slow store may take: the cold build without a cache (the slower
+/// of those measured around it, as the machine's load drifts) times [`LOAD`] plus the
+/// policy budget.
+fn bound(cold: Duration) -> Duration {
+    cold.mul_f64(LOAD) + policy_budget()
+}
+
+/// Says how a row went against its bound; true if within it.
+fn within(store: &str, name: &str, o: &Outcome, cold: Duration) -> bool {
+    let bound = bound(cold);
+    let b = &o.build;
+    eprintln!(
+        "slow store: {store}: {name}: build {:.1}s; cold build without a cache {:.1}s; bound {:.1}s \
+         ({LOAD} x cold + budget {:.1}s); verdicts {} resumes {} skipped {} remote hits {}; \
+         gets waited {:.1}s in all, {:.1}s at most",
+        o.build_time.as_secs_f64(),
+        cold.as_secs_f64(),
+        bound.as_secs_f64(),
+        policy_budget().as_secs_f64(),
+        b.slow_verdicts,
+        b.slow_resumes,
+        b.slow_skipped,
+        b.remote_hits,
+        b.get_latency.total_us as f64 / 1e6,
+        b.get_latency.max_us as f64 / 1e6,
+    );
+    if o.build_time <= bound {
+        return true;
+    }
+    // What the helper itself said (its summary, its warnings): whether its gets waited, or
+    // the build was slow around them.
+    let said: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("gobuildcache:") || l.contains("WARN"))
+        .collect();
+    eprintln!(
+        "slow store: {store}: {name}: over its bound: {}\n{}",
+        brief(b),
+        said.join("\n")
+    );
+    false
+}
+
+type Row<'a> = (&'static str, Box<dyn Fn() -> Outcome + 'a>);
+
+/// Runs each row and checks its time. The other tests of this binary run beside, and one of
+/// them (four go builds at once, say) can double a row's time for a while: a row over its
+/// bound is measured again once, with the yardstick measured again right before it, and
+/// fails only if it is over twice. (CI, 2026-11-30: one row in a full run took 33.5 s with
+/// its gets waiting 5 s in all; alone, under two other slow suites and a loop of `go build
+/// std`, the same row took 15-17 s.)
+fn check_rows(rig: &Rig, store: &str, rows: &[Row<'_>], before: Duration) {
+    let runs: Vec<Outcome> = rows.iter().map(|(_, run)| run()).collect();
+    let after = rig.cold_native();
+    eprintln!(
+        "slow store: {store}: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",
+        before.as_secs_f64(),
+        after.as_secs_f64(),
+        policy_budget().as_secs_f64()
+    );
+    let cold = before.max(after);
     let mut failed = Vec::new();
-    for (name, o) in runs {
-        eprintln!(
-            "slow store: {store}: {name}: build {:.1}s; cold build without a cache {:.1}s; bound {:.1}s \
-             ({LOAD} x cold + budget {:.1}s); verdicts {} resumes {} skipped {} remote hits {}",
-            o.build_time.as_secs_f64(),
-            cold.as_secs_f64(),
-            bound.as_secs_f64(),
-            policy_budget().as_secs_f64(),
-            o.build.slow_verdicts,
-            o.build.slow_resumes,
-            o.build.slow_skipped,
-            o.build.remote_hits,
-        );
-        if o.build_time > bound {
+    for ((name, run), o) in rows.iter().zip(&runs) {
+        if within(store, name, o, cold) {
+            continue;
+        }
+        let again = rig.cold_native().max(cold);
+        let o2 = run();
+        if !within(store, &format!("{name} (again)"), &o2, again) {
             failed.push(format!(
-                "{name}: {:?} > {bound:?}: {}",
+                "{name}: {:?} then {:?} > {:?}: {}",
                 o.build_time,
-                brief(&o.build)
+                o2.build_time,
+                bound(again),
+                brief(&o2.build)
             ));
         }
     }
     assert!(
         failed.is_empty(),
-        "slower than no cache plus the budget: {failed:#?}"
+        "slower than no cache plus the budget, twice: {failed:#?}"
     );
 }
 
@@ -188,42 +252,35 @@ fn suite(rig: &Rig) {
     let before = rig.cold_native();
     healthy(rig);
     let lat = |ms| vec![(Stream::Downstream, Toxic::Latency { ms, jitter_ms: 0 })];
-    let runs = vec![
+    let bw = |kb_per_sec| both(Toxic::Bandwidth { kb_per_sec });
+    let rows: Vec<Row<'_>> = vec![
         (
             "bw-16KBps",
-            steady(
-                rig,
-                "bw-16KBps",
-                &both(Toxic::Bandwidth { kb_per_sec: 16 }),
-                false,
-            ),
+            Box::new(move || steady(rig, "bw-16KBps", &bw(16), false)),
         ),
         (
             "bw-64KBps",
-            steady(
-                rig,
-                "bw-64KBps",
-                &both(Toxic::Bandwidth { kb_per_sec: 64 }),
-                false,
-            ),
+            Box::new(move || steady(rig, "bw-64KBps", &bw(64), false)),
         ),
-        ("latency-1s", steady(rig, "latency-1s", &lat(1000), false)),
-        ("latency-3s", steady(rig, "latency-3s", &lat(3000), true)),
-        ("turns-slow-and-recovers", turns_slow_and_recovers(rig)),
+        (
+            "latency-1s",
+            Box::new(move || steady(rig, "latency-1s", &lat(1000), false)),
+        ),
+        (
+            "latency-3s",
+            Box::new(move || steady(rig, "latency-3s", &lat(3000), true)),
+        ),
+        (
+            "turns-slow-and-recovers",
+            Box::new(move || turns_slow_and_recovers(rig)),
+        ),
     ];
-    let after = rig.cold_native();
     let store = match rig.server {
         super::Server::S3(_) => "S3",
         super::Server::Gcs(_) => "GCS",
         super::Server::Azure(_) => "Azure",
     };
-    eprintln!(
-        "slow store: {store}: cold build without a cache {:.1}s before, {:.1}s after; policy budget {:.1}s",
-        before.as_secs_f64(),
-        after.as_secs_f64(),
-        policy_budget().as_secs_f64()
-    );
-    check_times(store, &runs, before.max(after));
+    check_rows(rig, store, &rows, before);
     rig.assert_store_intact();
 }
 
