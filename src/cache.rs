@@ -355,7 +355,8 @@ impl Cache {
         let mut timeout = self.inner.config.close_timeout;
         let slow = r.is_slow();
         if slow {
-            // Uploads through a store judged too slow would hold close for nothing.
+            // The warm start's downloads through a store judged too slow would hold close
+            // for nothing.
             timeout = timeout.min(crate::remote::pace::SLOW_CLOSE);
         }
         let publish = self.inner.publish.load(Ordering::Acquire);
@@ -370,18 +371,15 @@ impl Cache {
                 .await;
             }
         };
-        let (_, drained) = block_on(rt, async { tokio::join!(warm, r.drain(timeout, slow)) });
-        let left = drained.left;
+        // While the store is judged slow uploads wait (see `remote::tier::dispatch`): they
+        // stay local rather than hold every go command's close.
+        let uploads = if slow { Duration::ZERO } else { timeout };
+        let (_, left) = block_on(rt, async { tokio::join!(warm, r.drain(uploads)) });
         if left > 0 {
-            let why = match drained.hopeless {
-                Some(eta) if eta < Duration::from_secs(86400) => format!(
-                    ": the remote was judged slow, and at the pace it took uploads they would \
-                     take about {}s more",
-                    eta.as_secs()
-                ),
-                Some(_) => ": the remote was judged slow, and took none so far".into(),
-                None if slow => format!(" within {timeout:?} (the remote was judged slow)"),
-                None => format!(" within -close-timeout {timeout:?}"),
+            let why = if slow {
+                ": the remote is judged too slow, and uploads wait while it is".to_string()
+            } else {
+                format!(" within -close-timeout {timeout:?}")
             };
             self.warn_once(
                 "upload",

@@ -18,10 +18,13 @@
 //! first get is often alone in flight, and the check is the other slow answer a verdict
 //! wants.
 //!
+//! While the store is judged slow no upload starts (they would not end before close, and
+//! they would slow the probes down), and close does not wait for the uploads left: those
+//! entries stay local.
+//!
 //! What a slow store can add to one go command is therefore about [`CHECK_PATIENCE`] (gets
 //! waiting for the start-up check), [`EVIDENCE`] (the waits before the verdict) and
-//! [`SLOW_CLOSE`] at most (close's wait for uploads while it is slow; none when those left
-//! could not end in it at the pace uploads went).
+//! [`SLOW_CLOSE`] at most (close's wait for the warm start to stop).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -71,9 +74,9 @@ pub const CHECK_PATIENCE: Duration = Duration::from_millis(250);
 /// A probe lifts the verdict only if it fetched at least this much (a small object or a
 /// "not found" says little about bandwidth) within half its budget.
 pub const PROBE_BYTES: u64 = 16 << 10;
-/// How long close waits for uploads while the store is judged slow (`-close-timeout`
-/// otherwise): uploads through a crawling link would hold every go command's close. Less
-/// when the uploads left could not end in it (see `RemoteTier::drain`).
+/// How long close waits for the warm start to stop while the store is judged slow
+/// (`-close-timeout` otherwise): a download through a crawling link would hold every go
+/// command's close. Uploads are not waited for at all then.
 pub const SLOW_CLOSE: Duration = Duration::from_secs(2);
 /// How often a waiting get re-weighs the store (waits still in progress count too).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -262,6 +265,20 @@ impl Pace {
                 saved.as_secs_f64()
             ),
         );
+    }
+
+    /// How long a probe waits for an answer: [`PROBE_PATIENCE`] on this machine's yardstick
+    /// (a loaded test server answers a fast link's gets in over a second).
+    pub fn probe_patience(&self) -> Duration {
+        let busy = self.lock().busy(Instant::now());
+        PROBE_PATIENCE.mul_f64(busy)
+    }
+
+    /// Judges the store slow now, as if the gets had shown it.
+    #[cfg(test)]
+    pub fn judge_slow(&self) {
+        self.lock().probe_at = Some(Instant::now() + BACKOFF_START);
+        self.slow.send_replace(true);
     }
 
     /// Records a probe's outcome: lifts the verdict, or waits longer before the next one.

@@ -83,18 +83,6 @@ pub(crate) struct RemoteTier {
     /// Queued plus running uploads.
     pending: Arc<AtomicU64>,
     idle: Arc<Notify>,
-    /// When the first upload began, and how many have ended since: their pace, for close.
-    uploads_began: std::sync::OnceLock<Instant>,
-    uploads_ended: AtomicU64,
-}
-
-/// What [`RemoteTier::drain`] left.
-pub(crate) struct Drained {
-    /// Uploads still pending (counted in `uploads_not_done`).
-    pub left: u64,
-    /// Given up before the deadline: at the pace uploads went, those left would take about
-    /// this long.
-    pub hopeless: Option<Duration>,
 }
 
 /// Who asked for a fetch: a get (the go command waits) or the warm-start prefetch.
@@ -162,8 +150,6 @@ impl RemoteTier {
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
             checked: OnceCell::new(),
-            uploads_began: std::sync::OnceLock::new(),
-            uploads_ended: AtomicU64::new(0),
         });
         tokio::spawn(dispatch(Arc::downgrade(&tier), rx));
         let t = Arc::clone(&tier);
@@ -314,7 +300,8 @@ impl RemoteTier {
             let start = Instant::now();
             // A store still slow answers late: waiting out its header deadline would only
             // push the next probe back while the link may have recovered.
-            let got = tokio::time::timeout(pace::PROBE_PATIENCE, me.backend.get(&key)).await;
+            let patience = me.pace.probe_patience();
+            let got = tokio::time::timeout(patience, me.backend.get(&key)).await;
             let outcome = match got.unwrap_or_else(|_| Err(BackendError::Transient("probe".into())))
             {
                 Ok(None) => Probe::Absent {
@@ -679,47 +666,25 @@ impl RemoteTier {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Waits until every queued upload is done or `deadline` passes, and counts what is
-    /// left. `hopeful`: stop as soon as the uploads left could not end in time at the pace
-    /// uploads have ended so far (a store judged slow: at 3 s a request, 200 uploads take
-    /// a minute, and every go command would wait out its deadline for a few of them).
-    pub async fn drain(&self, deadline: Duration, hopeful: bool) -> Drained {
+    /// Waits until every queued upload is done or `deadline` passes; returns how many were
+    /// still pending then (and counts them).
+    pub async fn drain(&self, deadline: Duration) -> u64 {
         let until = Instant::now() + deadline;
         loop {
             let notified = self.idle.notified();
             let left = self.pending.load(Ordering::Acquire);
             if left == 0 {
-                return Drained {
-                    left: 0,
-                    hopeless: None,
-                };
+                return 0;
             }
             let now = Instant::now();
-            let hopeless = if hopeful {
-                self.upload_eta(left)
-                    .filter(|eta| *eta > until.saturating_duration_since(now))
-            } else {
-                None
-            };
-            if now >= until || hopeless.is_some() {
+            if now >= until {
                 self.stats
                     .uploads_not_done
                     .fetch_add(left, Ordering::Relaxed);
-                return Drained { left, hopeless };
+                return left;
             }
             let _ =
                 tokio::time::timeout((until - now).min(Duration::from_millis(100)), notified).await;
-        }
-    }
-
-    /// How long `left` uploads would take at the pace uploads have ended so far; `None`
-    /// while there is too little to tell. None ended in [`pace::SLOW_CLOSE`]: forever.
-    fn upload_eta(&self, left: u64) -> Option<Duration> {
-        let went = self.uploads_began.get()?.elapsed();
-        match self.uploads_ended.load(Ordering::Acquire) {
-            0 if went >= pace::SLOW_CLOSE => Some(Duration::MAX),
-            0 => None,
-            ended => Some(went.mul_f64(left as f64 / ended as f64)),
         }
     }
 
@@ -787,12 +752,20 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
         let Ok(permit) = Arc::clone(&sem).acquire_owned().await else {
             break;
         };
-        let Some(t) = tier.upgrade() else { break };
-        t.uploads_began.get_or_init(Instant::now);
+        let Some(mut t) = tier.upgrade() else { break };
+        if t.pace.is_slow() {
+            // Uploads wait while the store is judged slow: through that link they would not
+            // end before close, and they would slow the probes that tell when it is fast
+            // again (a probe behind eight uploads to a loaded server never lifted it).
+            let fast = t.pace.until_fast();
+            drop(t);
+            fast.await;
+            let Some(again) = tier.upgrade() else { break };
+            t = again;
+        }
         tokio::spawn(async move {
             let _permit = permit;
             let _ = t.upload(up).await;
-            t.uploads_ended.fetch_add(1, Ordering::AcqRel);
             t.done_one();
         });
     }
@@ -979,50 +952,49 @@ mod tests {
         assert_eq!(be.gets(), 3);
     }
 
-    /// A tier over a store whose puts each take `put`, with `n` uploads queued.
-    fn uploading(d: &Path, put: Duration, n: usize) -> Arc<RemoteTier> {
-        let be = Arc::new(Scripted::empty().puts_taking(put));
-        let t = tier(&d.join("l"), be, LockType::Memory, &d.join("locks"));
-        for i in 0..n {
-            let body = i.to_string();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploads_wait_while_the_store_is_judged_slow() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let be = Arc::new(Scripted::over(&store));
+        let t = tier(
+            &d.path().join("l"),
+            be,
+            LockType::Memory,
+            &d.path().join("locks"),
+        );
+        t.pace.judge_slow();
+        for i in 0..3u8 {
+            let body = [i];
             let mut p = t.local.begin_put().unwrap();
-            std::io::Write::write_all(&mut p, body.as_bytes()).unwrap();
-            let action = ActionId::from_bytes(&[i as u8; 32]).unwrap();
-            let entry = p
-                .commit(&action, &OutputId::of(body.as_bytes()), None)
-                .unwrap();
+            std::io::Write::write_all(&mut p, &body).unwrap();
+            let action = ActionId::from_bytes(&[i; 32]).unwrap();
+            let entry = p.commit(&action, &OutputId::of(&body), None).unwrap();
             t.enqueue(Upload { action, entry });
         }
-        t
+        assert_eq!(t.drain(Duration::from_millis(300)).await, 3);
+        assert!(files_in(&store).is_empty(), "nothing sent while slow");
+        t.pace.probed(Probe::Fetched {
+            bytes: 100_000,
+            cost: Duration::from_millis(1),
+        });
+        assert_eq!(t.drain(Duration::from_secs(30)).await, 0);
+        assert_eq!(files_in(&store).len(), 3, "sent once fast again");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_hopeful_drain_stops_once_the_uploads_left_cannot_make_it() {
-        let d = tempfile::tempdir().unwrap();
-        // None ends: given up once SLOW_CLOSE has shown nothing, not at the deadline.
-        let t = uploading(&d.path().join("a"), Duration::MAX, 3);
-        let start = Instant::now();
-        let r = t.drain(Duration::from_secs(30), true).await;
-        assert_eq!((r.left, r.hopeless.is_some()), (3, true));
-        assert!(
-            start.elapsed() < pace::SLOW_CLOSE * 2,
-            "{:?}",
-            start.elapsed()
-        );
-        assert_eq!(t.stats.snapshot().uploads_not_done, 3);
-        // 0.5 s each, 16 at a time: 200 take 6 s, more than the 2 s allowed; known as soon
-        // as the first end.
-        let t = uploading(&d.path().join("b"), Duration::from_millis(500), 200);
-        let start = Instant::now();
-        let r = t.drain(Duration::from_secs(2), true).await;
-        let eta = r.hopeless.expect("given up early");
-        assert!(eta > Duration::from_secs(2), "{eta:?}");
-        assert!(start.elapsed() < Duration::from_millis(1500));
-        assert!(r.left > 100, "{}", r.left);
-        // Uploads that can make it are waited for.
-        let t = uploading(&d.path().join("c"), Duration::from_millis(50), 40);
-        let r = t.drain(Duration::from_secs(30), true).await;
-        assert_eq!((r.left, r.hopeless), (0, None));
+    /// Files under `dir`, at any depth.
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.extend(files_in(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1050,7 +1022,7 @@ mod tests {
         let s = t.stats.snapshot();
         assert!(s.uploads_dropped > 0, "{s:?}");
         assert!(s.upload_queue_high_water as usize >= QUEUE_CAP);
-        assert_eq!(t.drain(Duration::from_secs(60), false).await.left, 0);
+        assert_eq!(t.drain(Duration::from_secs(60)).await, 0);
         let s = t.stats.snapshot();
         assert_eq!(
             s.uploads + s.uploads_existing + s.uploads_dropped,

@@ -1,5 +1,5 @@
 //! A store for unit tests that does what it is told: its first gets fail (transiently or
-//! for good) or every get hangs, each get or put can take a while, and what it serves is a real
+//! for good) or every get hangs, each get can take a while, and what it serves is a real
 //! directory store, nothing, or an empty body for every key. It counts checks and gets.
 //! Integration tests use real servers instead (see `tests/`).
 
@@ -30,7 +30,6 @@ pub(crate) struct Scripted {
     permanent: bool,
     hang: bool,
     delay: Duration,
-    put_delay: Duration,
 }
 
 impl Scripted {
@@ -43,7 +42,6 @@ impl Scripted {
             permanent: false,
             hang: false,
             delay: Duration::ZERO,
-            put_delay: Duration::ZERO,
         }
     }
 
@@ -78,12 +76,6 @@ impl Scripted {
     /// Every get takes `d` before it answers.
     pub fn slowed(mut self, d: Duration) -> Scripted {
         self.delay = d;
-        self
-    }
-
-    /// Every put takes `d` (`Duration::MAX`: forever) before it answers.
-    pub fn puts_taking(mut self, d: Duration) -> Scripted {
-        self.put_delay = d;
         self
     }
 
@@ -127,7 +119,6 @@ impl Backend for Scripted {
         }
     }
     async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
-        tokio::time::sleep(self.put_delay).await;
         match &self.holds {
             Holds::Dir(d) => d.put(key, path, size).await,
             _ => Ok(PutOutcome::Stored),

@@ -14,8 +14,9 @@ use crate::toxiproxy::{Stream, Toxic};
 use crate::util::*;
 
 /// What a slow store may add to one `go build`: gets waiting for the start-up check, the
-/// waits summed before a verdict, a tick to notice it, and close's capped wait for uploads
-/// while the store is slow; plus what the verdict leaves to judgement ([`UNJUDGED`]).
+/// waits summed before a verdict, a tick to notice it, and close's capped wait for the warm
+/// start to stop while the store is slow; plus what the verdict leaves to judgement
+/// ([`UNJUDGED`]).
 fn policy_budget() -> Duration {
     pace::CHECK_PATIENCE + pace::EVIDENCE + pace::TICK + pace::SLOW_CLOSE + UNJUDGED
 }
