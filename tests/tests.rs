@@ -30,7 +30,10 @@ mod remote;
 // A real fake-gcs-server for the GCS tests (harness).
 #[cfg(feature = "gcs")]
 mod fake_gcs;
-// The GCS backend through the Backend trait, against fake-gcs-server.
+// The Backend contract, once for every store against its real server, and the directory.
+#[cfg(all(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+mod stores;
+// What only the GCS backend has, against fake-gcs-server.
 #[cfg(feature = "gcs")]
 mod gcs;
 // A real Azure Blob Storage emulator (Azurite) for the Azure tests (harness).
@@ -42,7 +45,7 @@ mod webdav;
 // A real S3 server (moto_server) for the S3 tests (harness).
 #[cfg(feature = "s3")]
 mod moto;
-// The S3 backend through the Backend trait, against moto_server.
+// What only the S3 backend has, against moto_server.
 #[cfg(feature = "s3")]
 mod s3;
 // Damaged remote objects and local files, helpers killed mid-put, file permissions.

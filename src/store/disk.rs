@@ -31,8 +31,9 @@ impl DiskBackend {
     }
 }
 
-fn err(what: &str, key: &str, e: io::Error) -> BackendError {
-    let msg = format!("{what} {key}: {e}");
+/// Names the file, so the message says which store (a key alone does not).
+fn err(what: &str, path: &Path, e: io::Error) -> BackendError {
+    let msg = format!("{what} {}: {e}", path.display());
     match e.kind() {
         io::ErrorKind::PermissionDenied | io::ErrorKind::NotFound => BackendError::Permanent(msg),
         _ => BackendError::Transient(msg),
@@ -52,7 +53,7 @@ impl Backend for DiskBackend {
     async fn check(&self) -> BackendResult<()> {
         let meta = tokio::fs::metadata(&self.root)
             .await
-            .map_err(|e| err("checking", &self.root.display().to_string(), e))?;
+            .map_err(|e| err("checking", &self.root, e))?;
         if !meta.is_dir() {
             return Err(BackendError::Permanent(format!(
                 "{} is not a directory",
@@ -63,10 +64,11 @@ impl Backend for DiskBackend {
     }
 
     async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
-        match tokio::fs::File::open(self.path(key)?).await {
+        let path = self.path(key)?;
+        match tokio::fs::File::open(&path).await {
             Ok(f) => Ok(Some(Box::new(f))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(err("reading", key, e)),
+            Err(e) => Err(err("reading", &path, e)),
         }
     }
 
@@ -74,24 +76,24 @@ impl Backend for DiskBackend {
         let dest = self.path(key)?;
         let parent = dest.parent().expect("keys have a parent").to_path_buf();
         let src = path.to_path_buf();
-        let key = key.to_string();
+        let root = self.root.clone();
         // Copy to a unique temp name, then link: link(2) fails if the key exists, which is
         // the if-absent semantics, and readers never see a partial object.
         tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&parent).map_err(|e| err("creating dir for", &key, e))?;
+            create_below(&root, &parent).map_err(|e| err("creating", &parent, e))?;
             let tmp = parent.join(format!(
                 ".tmp-{}-{}",
                 std::process::id(),
                 rand::random::<u64>()
             ));
             let res = std::fs::copy(&src, &tmp)
-                .map_err(|e| err("writing", &key, e))
+                .map_err(|e| err("writing", &tmp, e))
                 .and_then(|_| match std::fs::hard_link(&tmp, &dest) {
                     Ok(()) => Ok(PutOutcome::Stored),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         Ok(PutOutcome::AlreadyExists)
                     }
-                    Err(e) => Err(err("publishing", &key, e)),
+                    Err(e) => Err(err("publishing", &dest, e)),
                 });
             let _ = std::fs::remove_file(&tmp);
             res
@@ -101,10 +103,11 @@ impl Backend for DiskBackend {
     }
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
-        match tokio::fs::remove_file(self.path(key)?).await {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(err("deleting", key, e)),
+            Err(e) => Err(err("deleting", &path, e)),
         }
     }
 
@@ -125,7 +128,7 @@ impl DiskBackend {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             walk(&root, &root, &prefix, max.saturating_add(1), &mut out)
-                .map_err(|e| err("listing", &prefix, e))?;
+                .map_err(|e| err("listing", &root.join(&prefix), e))?;
             let complete = out.len() <= max;
             out.truncate(max);
             out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -133,6 +136,20 @@ impl DiskBackend {
         })
         .await
         .map_err(|e| BackendError::Transient(format!("list task: {e}")))?
+    }
+}
+
+/// Creates `dir` and what is missing between it and `root`, never `root` itself: a store whose
+/// directory is missing (an NFS mount that is not there) must fail, not fill the local disk
+/// under the mount point.
+fn create_below(root: &Path, dir: &Path) -> io::Result<()> {
+    if dir == root || dir.is_dir() {
+        return Ok(());
+    }
+    create_below(root, dir.parent().expect("below the root"))?;
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
     }
 }
 

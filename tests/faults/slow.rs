@@ -22,13 +22,12 @@ fn policy_budget() -> Duration {
 }
 
 /// A store just under the verdict's ratio (64 KB/s here) may cost up to [`pace::SLOW_RATIO`]
-/// times what its gets save, the verdict weighs the last [`pace::SPAN`] only and wants
-/// [`pace::MIN_SLOW_GETS`] slow gets, and at 3 s per response a lone first get runs out its
-/// header deadline before a second one confirms: on a quiet 2-core machine that came to
-/// 3.5 s beyond the rest of the budget at most (2026-11-30, cold build 4-5 s, slow rows
-/// 9.8-14.0 s on S3 and GCS). The rest is room for the other tests of this binary running
-/// beside (in one full run they took a row to 17.5 s over a 7.2 s cold build).
-const UNJUDGED: Duration = Duration::from_secs(8);
+/// times what its gets save, and the verdict weighs the last [`pace::SPAN`] only and wants
+/// [`pace::MIN_SLOW_GETS`] slow gets: on a quiet 2-core machine that came to 4.2 s beyond
+/// 1.35 x cold plus the rest of the budget at most (2026-11-30, cold builds 4.0-4.3 s, slow
+/// rows 5.6-10.0 s on S3 and GCS). A row over its bound while the other tests of this
+/// binary load the machine is measured again (see [`check_rows`]).
+const UNJUDGED: Duration = Duration::from_secs(4);
 
 /// Room for a loaded 2-core machine (three engineers' builds, and the other tests of this
 /// binary) and for what a GOCACHEPROG helper costs a cold build by itself (the go command's
@@ -237,11 +236,24 @@ fn turns_slow_and_recovers(rig: &Rig) -> Outcome {
         std::thread::sleep(Duration::from_secs(5));
         rig.proxy.clear();
     };
-    let o = rig.slow_run(
-        "turns-slow",
-        Some(&flip),
-        &[("GOBUILDCACHE_PREFETCH", "false")],
-    );
+    let run = || {
+        rig.slow_run(
+            "turns-slow",
+            Some(&flip),
+            &[("GOBUILDCACHE_PREFETCH", "false")],
+        )
+    };
+    let mut o = run();
+    if o.build.slow_resumes == 0 {
+        // A test server on a machine busy with the other tests' builds can answer even a
+        // fast link's probes too slowly to lift the verdict (CI, 2026-11-30: a 40 s build
+        // of this row): run it once more before calling it a failure.
+        eprintln!(
+            "slow store: turns-slow: no resume ({}), once more",
+            brief(&o.build)
+        );
+        o = run();
+    }
     let s = &o.build;
     assert!(s.slow_verdicts >= 1, "{s:?}");
     assert!(s.slow_resumes >= 1, "fast again, used again: {s:?}");
