@@ -374,7 +374,13 @@ impl Cache {
         // While the store is judged slow uploads wait (see `remote::tier::dispatch`): they
         // stay local rather than hold every go command's close.
         let uploads = if slow { Duration::ZERO } else { timeout };
-        let (_, left) = block_on(rt, async { tokio::join!(warm, r.drain(uploads)) });
+        // The start-up check may still run (uploads, which wait for it, no longer do while
+        // the store is slow): let it end, so a store that refuses the credentials says so
+        // rather than only "too slow".
+        let checked = async {
+            let _ = tokio::time::timeout(timeout, r.ready()).await;
+        };
+        let (_, _, left) = block_on(rt, async { tokio::join!(warm, checked, r.drain(uploads)) });
         if left > 0 {
             let why = if slow {
                 ": the remote is judged too slow, and uploads wait while it is".to_string()
