@@ -224,5 +224,35 @@ if action "$work/job5" . "version=$version" backend=s3 >"$work/job5.out" 2>&1; t
 fi
 grep -q '::error::gobuildcache: backend s3 needs the bucket input' "$work/job5.out" || fail "action: $(cat "$work/job5.out")"
 echo "ok: action: gcs prefix defaults to the repository, s3 without a bucket is refused"
+# Azure and HTTP: the bucket input is the container; the prefix goes to the store chosen;
+# their secrets are masked like the S3 keys.
+action "$work/job6" . "version=$version" backend=azure bucket=cont azure-storage-account=acct \
+    azure-sas-token=SASTESTVALUE >"$work/job6.out" 2>&1 || fail "action azure: $(cat "$work/job6.out")"
+action "$work/job6" --exec sh -c '
+    [ "$GOBUILDCACHE_BACKEND" = azure ] && [ "$GOBUILDCACHE_AZURE_CONTAINER" = cont ] &&
+    [ "$GOBUILDCACHE_AZURE_PREFIX" = "$GITHUB_REPOSITORY/" ] &&
+    [ "$GOBUILDCACHE_AZURE_STORAGE_ACCOUNT" = acct ] &&
+    [ "$GOBUILDCACHE_AZURE_STORAGE_SAS_TOKEN" = SASTESTVALUE ] &&
+    [ -z "${GOBUILDCACHE_S3_BUCKET:-}" ] && [ -z "${GOBUILDCACHE_HTTP_URL:-}" ]' ||
+    fail "action azure: $(action "$work/job6" --exec env | grep -E '^GOBUILDCACHE_' | grep -v SAS)"
+grep -qx '::add-mask::SASTESTVALUE' "$work/job6.out" || fail "action azure: the SAS token was not masked"
+[ "$(grep -c SASTESTVALUE "$work/job6.out")" -eq 1 ] || fail "action azure: the SAS token was printed"
+action "$work/job7" . "version=$version" backend=http http-url=https://cache.lan/go/ prefix=t/ \
+    http-token=BEARERTESTVALUE >"$work/job7.out" 2>&1 || fail "action http: $(cat "$work/job7.out")"
+action "$work/job7" --exec sh -c '
+    [ "$GOBUILDCACHE_BACKEND" = http ] && [ "$GOBUILDCACHE_HTTP_URL" = https://cache.lan/go/ ] &&
+    [ "$GOBUILDCACHE_HTTP_PREFIX" = t/ ] && [ "$GOBUILDCACHE_HTTP_TOKEN" = BEARERTESTVALUE ]' ||
+    fail "action http: $(action "$work/job7" --exec env | grep -E '^GOBUILDCACHE_' | grep -v TOKEN)"
+grep -qx '::add-mask::BEARERTESTVALUE' "$work/job7.out" || fail "action http: the token was not masked"
+[ "$(grep -c BEARERTESTVALUE "$work/job7.out")" -eq 1 ] || fail "action http: the token was printed"
+for refused in "backend=http|backend http needs the http-url input" \
+    "backend=azure|backend azure needs the bucket input" \
+    "backend=minio|backend must be disk, s3, gcs, azure or http, not minio"; do
+    if action "$work/job8" . "version=$version" "${refused%%|*}" >"$work/job8.out" 2>&1; then
+        fail "action: ${refused%%|*} was accepted"
+    fi
+    grep -q "::error::gobuildcache: ${refused#*|}" "$work/job8.out" || fail "action: ${refused%%|*}: $(cat "$work/job8.out")"
+done
+echo "ok: action: azure and http inputs mapped, secrets masked; incomplete or unknown backends refused"
 
 echo "test-install: all passed"
