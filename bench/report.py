@@ -121,6 +121,18 @@ def max_rss(rs):
     return max(xs) if xs else None
 
 
+def cpu(s):
+    """Our helper's own CPU time from its stats ('-' when the helper does not report it)."""
+    return f"{s['cpu_us'] / 1e6:.2f} s" if "cpu_us" in s else "-"
+
+
+def max_close(rs):
+    """The longest close-to-answer time of our helper over rows `rs`, as a cell ('-' when the
+    helper does not report it)."""
+    xs = [r["stats_data"]["close_us"] for r in rs if r["stats_data"] and "close_us" in r["stats_data"]]
+    return f"{max(xs) / 1000:.0f} ms" if xs else "-"
+
+
 def main():
     samples_path, meta_path = sys.argv[1], sys.argv[2]
     meta = load_meta(meta_path)
@@ -215,18 +227,19 @@ def main():
 
     fl_head = " floor | floor / native | ours / floor |" if has_floor else ""
     p(f"| workload | native | ours | ours / native |{fl_head} ours / W1 ours warm | {gc_name} "
-      f"| {gc_name} / native | our peak RSS |")
-    p("|---|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + "---:|---:|---:|---:|")
+      f"| {gc_name} / native | our peak RSS | our close max |")
+    p("|---|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + "---:|---:|---:|---:|---:|")
     for wl in workloads:
         m = w1[wl]
         rss = max_rss(select(rows, "warm", wl, "ours"))
         p(f"| W1 warm local: {label[wl]} | {fmt_s(m['native'])} | {fmt_s(m['ours'])} | "
           f"{ratio(m['ours'], m['native'])} |{floor_cells(m['floor'], m['native'], m['ours'])} | "
           f"{fmt_s(m['gocacher']) if m['gocacher'] else '-'} | "
-          f"{ratio(m['gocacher'], m['native'])} | {mib(rss) if rss else '-'} |")
+          f"{ratio(m['gocacher'], m['native'])} | {mib(rss) if rss else '-'} | "
+          f"{max_close(select(rows, 'warm', wl, 'ours'))} |")
     p(f"| **W1 overall** (sum of medians) | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** |"
       f"{floor_cells(sum_f, sum_n, sum_o, bold=True)} | "
-      f"{fmt_s(sum_g) if sum_g else '-'} | {ratio(sum_g, sum_n)} | |")
+      f"{fmt_s(sum_g) if sum_g else '-'} | {ratio(sum_g, sum_n)} | | |")
     w1b_n = w1.get("build", {}).get("native")
     w1b_o = w1.get("build", {}).get("ours")
     for k in ours_w2:
@@ -236,14 +249,14 @@ def main():
         g = w2_gc(k[1]) if k[0] == "s3" else None
         p(f"| W2 fresh local, warm remote: {w2_name(k)} | {fmt_s(w1b_n) if w1b_n else '-'}¹ | {fmt_s(m)} | "
           f"{ratio(m, w1b_n, 2)} |{floor_cells(None, None, None)} {ratio(m, w1b_o, 2)} | {fmt_s(g) if g else '-'} | {ratio(g, w1b_n, 2)} | "
-          f"{mib(rss) if rss else '-'} |")
+          f"{mib(rss) if rss else '-'} | {max_close(rs)} |")
     if cold_rows:
         rss = max_rss(select(rows, "cold", "build", cside))
         cname = "ours+S3" if cside == "s3" else "ours"
         p(f"| W3 cold: {label['build']} ({cname}) | {fmt_s(cold['native'])} | {fmt_s(cold[cside])} | "
           f"**{ratio(cold[cside], cold['native'])}** |{floor_cells(None, None, None)} | "
           f"{fmt_s(cold['gocacher']) if cold['gocacher'] else '-'} | {ratio(cold['gocacher'], cold['native'])} | "
-          f"{mib(rss) if rss else '-'} |")
+          f"{mib(rss) if rss else '-'} | {max_close(select(rows, 'cold', 'build', cside))} |")
     p("")
     notes = [f"W1 goal ours/native ≤ {GOAL:.2f} (≤ {TARGET:.2f} for now)"]
     if has_floor:
@@ -259,7 +272,9 @@ def main():
                      + (f"; in W2 rows the {gc_name} column is {gc_name} with its own HTTP cache server "
                         "(gocached) behind the same toxiproxy latency" if any(k[0] == "gcremote" for k in w2_keys)
                         else ""))
-    p("; ".join(notes) + ". Peak RSS: the maximum VmHWM of our helper over the measured runs of that row.")
+    p("; ".join(notes) + ". Peak RSS: the maximum VmHWM of our helper over the measured runs of that row. "
+      "Close max: the longest our helper took to answer the go command's `close` over those runs "
+      "(it exits right after the answer; goal ≤ 1 s).")
     if overall > TARGET:
         warnings.append(f"W1 overall ratio {overall:.3f} is above the {TARGET:.2f} target")
     if cold_rows and cold[cside] / cold["native"] > COLD_GOAL:
@@ -380,18 +395,19 @@ def main():
         p("## Cold fill of the W1 caches (one sample each, not a benchmark)")
         p("")
         gc_head = f" {gc_name} | {gc_name}/native |" if has_gc else ""
-        p(f"| workload | native | ours | ours/native |{gc_head} our puts | stored | put p50 / p90 / p99 / max (µs) |")
-        p("|---|---:|---:|---:|" + ("---:|---:|" if has_gc else "") + "---:|---:|---:|")
+        p(f"| workload | native | ours | ours/native |{gc_head} our puts | stored | put p50 / p90 / p99 / max (µs) "
+          "| our CPU |")
+        p("|---|---:|---:|---:|" + ("---:|---:|" if has_gc else "") + "---:|---:|---:|---:|")
         for wl in workloads:
             n, o, g = fills.get((wl, "native")), fills.get((wl, "ours")), fills.get((wl, "gocacher"))
             if not (n and o):
                 continue
             s = o["stats_data"]
-            extra = " - | - | - |"
+            extra = " - | - | - | - |"
             if s:
                 pl = s["put_latency"]
                 extra = (f" {s['puts']} | {mib(s['bytes_in'])} | {pl['p50_us']} / {pl['p90_us']} / "
-                         f"{pl['p99_us']} / {pl['max_us']} |")
+                         f"{pl['p99_us']} / {pl['max_us']} | {cpu(s)} |")
             gc_cells = (f" {fmt_s(g['seconds'])} | {g['seconds'] / n['seconds']:.3f} |" if g else " - | - |") \
                 if has_gc else ""
             p(f"| {label[wl]} | {fmt_s(n['seconds'])} | {fmt_s(o['seconds'])} | "
@@ -435,7 +451,8 @@ def main():
               f"{mib(s['bytes_in'])} stored; put latency p50 {pl['p50_us']} µs, p90 {pl['p90_us']} µs, "
               f"p99 {pl['p99_us']} µs, max {pl['max_us']} µs; get (miss) latency p50 {gl['p50_us']} µs, "
               f"p90 {gl['p90_us']} µs, p99 {gl['p99_us']} µs, max {gl['max_us']} µs; peak RSS max "
-              f"{mib(max(x['peak_rss_bytes'] for x in st))}.")
+              f"{mib(max(x['peak_rss_bytes'] for x in st))}; helper CPU (user + system) {cpu(s)}; "
+              f"close answered in {max_close([{'stats_data': s}])}.")
             if cside == "s3":
                 p("")
                 p("| rep | seconds | uploads | bytes_up | uploads_existing | upload_failures | uploads_dropped "
@@ -576,8 +593,10 @@ def main():
             p(f"First fresh run on {w2_name((r['side'], r['lat'], r['mode']))} after its cold fill "
               f"(not counted): {fmt_s(r['seconds'])} s"
               + (f", {x['remote_downloads']} entries fetched, {x.get('pack_entries', 0)} of them from a pack; "
-                 f"published a warm-start pack of {x.get('pack_published', 0)} entries at close" if x else "")
-              + ". The W2 reps above start from that pack.")
+                 f"published packs of {x.get('pack_published', 0)} entries; close took "
+                 f"{max_close([r])}" if x else "")
+              + ". The W2 reps above start from the packs on the remote then (the cold fill's, "
+              "and this run's if it published any).")
         for r in select(rows, "fill-gc"):
             x = r["stats_data"]
             p("")

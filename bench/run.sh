@@ -572,9 +572,10 @@ if [[ "$REMOTE" == 1 ]]; then
         echo "gocached_bytes=$(du -sb "$WORK/gocached" | cut -f1)" >>"$META"
     fi
 
-    # The first fresh run on a remote a cold run filled finds a manifest but no warm-start
-    # pack: it fetches one by one and publishes the pack at close. Reported, not counted.
-    note "W2: the first fresh run on each remote (fetches one by one, publishes the pack; not counted)"
+    # The first fresh run on a remote a cold run filled: it streams the packs of the cold
+    # run's uploads (a helper before those fetched one by one and published a pack at
+    # close). Reported apart, not counted.
+    note "W2: the first fresh run on each remote after its cold fill (not counted)"
     CUR_LAT=0
     run_go pack build s3 1
     CUR_LAT=-

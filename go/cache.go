@@ -297,18 +297,23 @@ type Stats struct {
 	PrefetchMissing uint64 `json:"prefetch_missing"`
 	PrefetchJoined  uint64 `json:"prefetch_joined"`
 	PrefetchHits    uint64 `json:"prefetch_hits"`
-	// Pack: prefetched entries that came in the warm-start pack (one
-	// streamed object), and entries in the pack this run published.
+	// Packs: prefetched entries that came in warm-start packs (streamed
+	// objects), and entries in the packs this run published.
 	PackEntries   uint64 `json:"pack_entries"`
 	PackPublished uint64 `json:"pack_published"`
 	// Slow remote: times it was judged too slow to pay, times a probe found
 	// it fast again, and gets answered locally meanwhile (each a miss).
-	SlowVerdicts uint64    `json:"slow_verdicts"`
-	SlowResumes  uint64    `json:"slow_resumes"`
-	SlowSkipped  uint64    `json:"slow_skipped"`
+	SlowVerdicts uint64 `json:"slow_verdicts"`
+	SlowResumes  uint64 `json:"slow_resumes"`
+	SlowSkipped  uint64 `json:"slow_skipped"`
+	// CloseUs is how long a go command's close took to answer (0 outside
+	// a GOCACHEPROG session).
+	CloseUs      uint64    `json:"close_us"`
 	GetLatency   Quantiles `json:"get_latency"`
 	PutLatency   Quantiles `json:"put_latency"`
 	PeakRSSBytes uint64    `json:"peak_rss_bytes"`
+	// CPUUs is the CPU time (user + system) the cache's process used so far.
+	CPUUs uint64 `json:"cpu_us"`
 }
 
 // Quantiles are latencies in microseconds.

@@ -82,6 +82,9 @@ impl Cache {
             }
         }
         let publish = config.publish == Some(true);
+        if let (true, Some(p)) = (publish, &prefetch) {
+            p.publishing();
+        }
         tracing::debug!(dir = %local.root().display(), remote = ?remote.as_ref().map(|r| r.location()), "cache open");
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -338,6 +341,9 @@ impl Cache {
     pub(crate) fn publish_warm_start(&self) {
         if self.inner.config.publish != Some(false) {
             self.inner.publish.store(true, Ordering::Release);
+            if let Some(p) = &self.inner.prefetch {
+                p.publishing();
+            }
         }
     }
 
@@ -380,7 +386,16 @@ impl Cache {
         let checked = async {
             let _ = tokio::time::timeout(timeout, r.ready()).await;
         };
-        let (_, _, left) = block_on(rt, async { tokio::join!(warm, checked, r.drain(uploads)) });
+        let until = Instant::now() + timeout;
+        let (_, _, left) = block_on(rt, async {
+            let done = tokio::join!(warm, checked, r.drain(uploads));
+            // The last pack of uploads holds what the drain just stored (see `warm::pack`).
+            if let (true, Some(p)) = (publish && !slow, &self.inner.prefetch) {
+                let rest = until.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(rest, p.finish_packs()).await;
+            }
+            done
+        });
         if left > 0 {
             let why = if slow {
                 ": the remote is judged too slow, and uploads wait while it is".to_string()
@@ -435,6 +450,14 @@ impl Cache {
     pub(crate) fn note_protocol_error(&self, what: &str) {
         Stats::add(&self.inner.stats.protocol_errors, 1);
         self.warn_once("protocol", what);
+    }
+
+    /// Records how long a go command's `close` took (see `StatsSnapshot::close_us`).
+    pub(crate) fn note_close(&self, took: Duration) {
+        self.inner
+            .stats
+            .close_us
+            .store(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn warn_once(&self, kind: &'static str, msg: &str) {

@@ -177,8 +177,10 @@ impl<W: Write + Send + 'static> Session<'_, W> {
                 Command::Close => {
                     // Finish what must be finished: pending remote gets, then uploads (up
                     // to -close-timeout), then the report, then the answer.
+                    let closing = std::time::Instant::now();
                     self.wait_for_tasks();
                     self.cache.flush();
+                    self.cache.note_close(closing.elapsed());
                     if let Err(e) = self.cache.report() {
                         self.cache.warn_once("stats", &e.to_string());
                     }

@@ -49,6 +49,7 @@ pub(crate) struct Stats {
     pub slow_verdicts: AtomicU64,
     pub slow_resumes: AtomicU64,
     pub slow_skipped: AtomicU64,
+    pub close_us: AtomicU64,
     pub get_latency: Histogram,
     pub put_latency: Histogram,
     warned: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -116,7 +117,8 @@ pub struct StatsSnapshot {
     /// Prefetched entries that came in the warm-start pack (one streamed object) rather
     /// than one by one. Counted in `prefetch_fetched` too.
     pub pack_entries: u64,
-    /// Entries in the pack this run published (0: none published).
+    /// Entries in the packs this run published (0: none published): a cold run's uploads,
+    /// packed while it runs, or at close the warm start it had to fetch one by one.
     pub pack_published: u64,
     /// Times the remote was judged too slow to pay (fetching cost more than building).
     pub slow_verdicts: u64,
@@ -125,10 +127,19 @@ pub struct StatsSnapshot {
     /// Gets answered locally, without asking the remote, because it was judged too slow
     /// (or let go waiting when the verdict came); each was a miss.
     pub slow_skipped: u64,
+    /// How long the go command's `close` took to answer, in microseconds (0 before it came):
+    /// what the helper finished there (the warm start's publishing, uploads still pending).
+    /// The helper exits right after the answer, so this is its close-to-exit time.
+    #[serde(default)]
+    pub close_us: u64,
     pub get_latency: Quantiles,
     pub put_latency: Quantiles,
     /// Peak resident memory of this process so far (Linux; 0 elsewhere).
     pub peak_rss_bytes: u64,
+    /// CPU time (user + system) this process has used so far, in microseconds, at 10 ms
+    /// resolution (Linux; 0 elsewhere): what the helper costs the machine the build runs on.
+    #[serde(default)]
+    pub cpu_us: u64,
 }
 
 /// Latency quantiles in microseconds (bucketed: each value is within ~10% of the truth).
@@ -210,9 +221,11 @@ impl Stats {
             slow_verdicts: g(&self.slow_verdicts),
             slow_resumes: g(&self.slow_resumes),
             slow_skipped: g(&self.slow_skipped),
+            close_us: g(&self.close_us),
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
+            cpu_us: cpu_us(),
         }
     }
 }
@@ -228,6 +241,21 @@ pub fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// utime + stime of this process (all its threads) from /proc, in microseconds; 0 where
+/// /proc is missing. /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+pub fn cpu_us() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .map_or(0, |ticks| ticks * 10_000)
 }
 
 impl StatsSnapshot {
@@ -445,6 +473,18 @@ mod tests {
                 assert!(bucket_upper(b - 1) < v, "{v} in {b}");
             }
         }
+    }
+
+    #[test]
+    fn cpu_time_is_read_and_grows() {
+        let before = cpu_us();
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_us();
+        assert!(after > before, "{before} -> {after}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Entries a stream (a warm-start pack) has promised to deliver, so a get for one waits for
-//! it instead of fetching it a second time. The tier holds the map; the pack reader fills it.
+//! Entries the streams (warm-start packs, read side by side) have promised to deliver, so a
+//! get for one waits for it instead of fetching it a second time. The tier holds the map; the
+//! pack reader fills it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -15,18 +16,18 @@ use crate::Entry;
 /// the stream's pace that is well under a second; further on, one GET of its own is faster.
 const NEAR: u64 = 32 << 20;
 
-/// Entries a pack being read will deliver, so a get for one can wait for it.
+/// Entries the packs being read will deliver, so a get for one can wait for it.
 #[derive(Default)]
 pub(crate) struct Slots {
     map: Mutex<HashMap<ActionId, Slot>>,
-    /// Frame bytes the stream has read so far.
-    pub(crate) at: AtomicU64,
 }
 
 #[derive(Clone)]
 struct Slot {
-    /// Where its frame starts, in frame bytes.
+    /// Where its frame starts, in its stream's frame bytes.
     offset: u64,
+    /// Frame bytes its stream has read so far.
+    at: Arc<AtomicU64>,
     rx: watch::Receiver<Option<Entry>>,
 }
 
@@ -52,7 +53,7 @@ impl Slots {
     /// `None` the caller fetches it itself.
     pub(crate) async fn wait(&self, action: &ActionId, patience: Duration) -> Option<Entry> {
         let slot = self.lock().get(action).cloned()?;
-        if slot.offset > self.at.load(Ordering::Acquire) + NEAR {
+        if slot.offset > slot.at.load(Ordering::Acquire) + NEAR {
             return None;
         }
         let mut rx = slot.rx;
@@ -64,11 +65,13 @@ impl Slots {
     }
 }
 
-/// The read side's promises: each one kept (an entry sent) or dropped (its waiters fall
-/// back to their own fetch), and never left in the map, whatever way the read ends.
+/// One stream's promises: each one kept (an entry sent) or dropped (its waiters fall back
+/// to their own fetch), and never left in the map, whatever way the read ends.
 pub(crate) struct Promises<'a> {
     slots: &'a Slots,
     tx: Vec<Option<(ActionId, watch::Sender<Option<Entry>>)>>,
+    /// Frame bytes this stream has read so far: the reader moves it on.
+    pub(crate) at: Arc<AtomicU64>,
 }
 
 impl Promises<'_> {
@@ -77,12 +80,14 @@ impl Promises<'_> {
         Promises {
             slots,
             tx: (0..n).map(|_| None).collect(),
+            at: Arc::new(AtomicU64::new(0)),
         }
     }
 
     pub(crate) fn add(&mut self, i: usize, action: ActionId, offset: u64) {
         let (tx, rx) = watch::channel(None);
-        self.slots.lock().insert(action, Slot { offset, rx });
+        let at = Arc::clone(&self.at);
+        self.slots.lock().insert(action, Slot { offset, at, rx });
         self.tx[i] = Some((action, tx));
     }
 

@@ -83,6 +83,16 @@ pub(crate) struct RemoteTier {
     /// Queued plus running uploads.
     pending: Arc<AtomicU64>,
     idle: Arc<Notify>,
+    /// Where each stored upload's encoded object goes instead of being deleted (the warm
+    /// start packs them: the bytes are already compressed and framed), when set.
+    stored: std::sync::OnceLock<Box<dyn Fn(Stored) + Send + Sync>>,
+}
+
+/// An upload the store took: its encoded object, exactly the bytes now under its key.
+pub(crate) struct Stored {
+    pub action: ActionId,
+    pub file: TempFile,
+    pub size: u64,
 }
 
 /// Who asked for a fetch: a get (the go command waits) or the warm-start prefetch.
@@ -150,6 +160,7 @@ impl RemoteTier {
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
             checked: OnceCell::new(),
+            stored: std::sync::OnceLock::new(),
         });
         tokio::spawn(dispatch(Arc::downgrade(&tier), rx));
         let t = Arc::clone(&tier);
@@ -157,6 +168,12 @@ impl RemoteTier {
         let t = Arc::clone(&tier);
         tokio::spawn(async move { t.list_if_small().await });
         tier
+    }
+
+    /// Hands every later stored upload's encoded object to `sink` (once; later calls are
+    /// ignored).
+    pub(crate) fn on_stored(&self, sink: Box<dyn Fn(Stored) + Send + Sync>) {
+        let _ = self.stored.set(sink);
     }
 
     /// Resolves once the start-up check is done: remote calls wait for it, so a broken
@@ -612,6 +629,13 @@ impl RemoteTier {
         let res = self.backend.put(key, &tmp.0, size).await;
         if let Ok(PutOutcome::Stored) = res {
             self.stats.bytes_up.fetch_add(size, Ordering::Relaxed);
+            if let Some(sink) = self.stored.get() {
+                sink(Stored {
+                    action: up.action,
+                    file: tmp,
+                    size,
+                });
+            }
         }
         res.map_err(|e| match e {
             BackendError::Unavailable(m) => UploadError::Unavailable(m),

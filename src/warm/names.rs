@@ -44,7 +44,15 @@ pub fn is_manifest_key(rest: &str) -> bool {
     };
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let slug_ok = slug.rsplit_once('-').is_some_and(|(_, h)| hex(h, 12));
-    let name = name.strip_suffix(".pack").unwrap_or(name);
+    // A pack is one of its run's group: `<time>-<random>-<n>.pack` (or, before groups,
+    // `<time>-<random>.pack`).
+    let name = match name.strip_suffix(".pack") {
+        Some(p) => p
+            .rsplit_once('-')
+            .filter(|(_, n)| hex(n, 4))
+            .map_or(p, |(g, _)| g),
+        None => name,
+    };
     let name_ok = name
         .split_once('-')
         .is_some_and(|(t, r)| hex(t, 16) && hex(r, 8));
@@ -172,6 +180,14 @@ mod tests {
         assert!(is_manifest_key(k.strip_prefix("p").unwrap()), "{k}");
         assert!(is_manifest_key(&format!(
             "{}.pack",
+            k.strip_prefix("p").unwrap()
+        )));
+        assert!(is_manifest_key(&format!(
+            "{}-002a.pack",
+            k.strip_prefix("p").unwrap()
+        )));
+        assert!(!is_manifest_key(&format!(
+            "{}-002a",
             k.strip_prefix("p").unwrap()
         )));
         assert!(!is_manifest_key(&format!(

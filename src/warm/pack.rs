@@ -5,10 +5,19 @@
 //! store's per-request work (signing, lookup, a Python test server's CPU) turns into seconds
 //! however many are in flight. A pack turns that into bandwidth.
 //!
-//! A run publishes a pack (next to its manifest, `<time>-<random>.pack`) only when it had to
-//! download many entries one by one ([`worth_publishing`]): a cold run never pays for one,
-//! and once a pack covers a branch's builds, runs stop writing new ones until enough has
-//! changed.
+//! A run publishes packs (next to its manifest, `<time>-<random>-<n>.pack`, one group per
+//! run) when much of what it used had to cross the network one object at a time
+//! ([`worth_publishing`]):
+//!
+//! - what it **uploaded**: a cold run packs its uploads as they are stored, in chunks of
+//!   [`CHUNK`] while the build runs, reusing each upload's encoded file (already compressed
+//!   and framed), so the first fresh machine after it streams them and `close` sends at most
+//!   one chunk;
+//! - what it **downloaded** one by one: at close, a pack of the whole warm start.
+//!
+//! Once packs cover a branch's builds, runs stop writing new ones until enough has changed.
+//! A reader streams the newest groups in turn, each pack only up to the last entry it still
+//! wants.
 //!
 //! The bytes are `format/pack.rs`: an index, then each entry's remote object exactly as
 //! it is stored under its own key. The index lets a get for an entry the stream is about to
@@ -34,15 +43,17 @@ use crate::local::Lookup;
 use crate::remote::pace::{is_judged_slow, Abort};
 use crate::remote::slots::Promises;
 use crate::remote::tier::{
-    store_object, Failure, RemoteTier, TempFile, UploadError, STALL_TIMEOUT,
+    store_object, Failure, RemoteTier, Stored, TempFile, UploadError, STALL_TIMEOUT,
 };
 use crate::stats::Stats;
 use crate::store::idle::IdleTimeout;
 use crate::store::{Backend, BackendError};
 use crate::Entry;
 
-/// Packs kept per manifest name after a publish.
-pub const KEEP: usize = 2;
+/// Pack groups (one per publishing run) kept per manifest name after a publish, and read.
+pub const KEEP: usize = 3;
+/// A cold run publishes its uploads in packs of about this many bytes while it runs.
+pub const CHUNK: u64 = 16 << 20;
 /// See [`worth_publishing`].
 pub const MIN_SINGLE: u64 = 16;
 /// Frames up to this size are read whole and stored by a second thread while the stream
@@ -51,6 +62,10 @@ pub const MIN_SINGLE: u64 = 16;
 /// bounds what is held in memory to `QUEUE` × this.
 const SMALL_FRAME: u64 = 1 << 20;
 const QUEUE: usize = 8;
+/// Packs read side by side: a get waits for whichever stream holds its entry, so one job's
+/// go commands (one group each) are served in the order they ask, not one group after
+/// another; more would add threads and memory (each stream has its own [`QUEUE`]).
+const STREAMS: usize = 3;
 /// The lock (with fslock) one helper holds while it streams a pack into a local dir, so
 /// helpers sharing the dir do not download it twice.
 const LOCK: &str = "pack.lock";
@@ -67,9 +82,54 @@ pub fn is_pack(key: &str) -> bool {
     key.ends_with(".pack")
 }
 
-/// A new pack name in a manifest's directory: sorts like the manifests beside it.
-pub fn key(dir: &str, now: std::time::SystemTime) -> String {
-    format!("{}.pack", super::names::object_key(dir, now))
+/// A new run's pack group in a manifest's directory: sorts like the manifests beside it.
+pub fn group(dir: &str, now: std::time::SystemTime) -> String {
+    super::names::object_key(dir, now)
+}
+
+/// The name of pack `n` of `group`.
+pub fn key(group: &str, n: u32) -> String {
+    format!("{group}-{n:04x}.pack")
+}
+
+/// The group a pack key belongs to: its name up to `<time>-<random>`.
+fn group_of(key: &str) -> &str {
+    let name = key.rfind('/').map_or(0, |i| i + 1);
+    // 16 hex digits of time, '-', 8 of random (see `names::object_key`).
+    key.get(..name + 25).unwrap_or(key)
+}
+
+/// Of `keys` (packs under one name), those of the newest `n` groups, in reading order:
+/// newest group first, each group's packs in the order they were written.
+pub fn newest_groups(keys: &[String], n: usize) -> Vec<String> {
+    let mut groups: Vec<(&str, Vec<&String>)> = Vec::new();
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort_by(|a, b| b.cmp(a));
+    for k in sorted {
+        match groups.iter_mut().find(|(g, _)| *g == group_of(k)) {
+            Some((_, ks)) => ks.push(k),
+            None => groups.push((group_of(k), vec![k])),
+        }
+    }
+    groups
+        .into_iter()
+        .take(n)
+        .flat_map(|(_, mut ks)| {
+            ks.reverse();
+            ks.into_iter().cloned()
+        })
+        .collect()
+}
+
+/// Of `keys`, those outside the newest `keep` groups (and not in `ours`): to delete.
+pub fn stale(keys: &[String], keep: usize, ours: &str) -> Vec<String> {
+    let others: Vec<String> = keys
+        .iter()
+        .filter(|k| group_of(k) != ours)
+        .cloned()
+        .collect();
+    let kept: HashSet<String> = newest_groups(&others, keep).into_iter().collect();
+    others.into_iter().filter(|k| !kept.contains(k)).collect()
 }
 
 /// Reads and writes packs through a tier: it borrows the tier's store, local tier and
@@ -80,20 +140,20 @@ pub(crate) struct Packs {
 }
 
 impl Packs {
-    /// Streams the pack at `key` into the local tier: each entry in `wanted` that is not
-    /// local yet and not being fetched by a get. Stops between entries once `stop` is set.
-    /// `mark` is told each entry before it is stored. Returns the entries it stored.
-    /// Failures are warned once; whatever the pack did not deliver is the caller's to fetch
-    /// one by one.
+    /// Streams the packs at `keys`, in turn, into the local tier: each entry in `wanted`
+    /// that is not local yet and not being fetched by a get. Stops between entries once
+    /// `stop` is set. `mark` is told each entry before it is stored. Returns the entries it
+    /// stored. Failures are warned once; whatever the packs did not deliver is the caller's
+    /// to fetch one by one.
     pub(crate) async fn read(
         &self,
-        key: &str,
+        keys: &[String],
         wanted: HashSet<ActionId>,
         stop: Arc<AtomicBool>,
         mark: impl Fn(ActionId) + Send + Sync + 'static,
     ) -> HashSet<ActionId> {
         self.tier.ready().await;
-        // Another helper streaming a pack into this local dir: wait for it, then let the
+        // Another helper streaming packs into this local dir: wait for it, then let the
         // one-by-one pass find its entries local.
         let _lock = match self.tier.try_lock_file(LOCK) {
             Ok(Some(l)) => Some(l),
@@ -108,7 +168,44 @@ impl Packs {
             }
             _ => None,
         };
-        let reader = match self.tier.backend.get(key).await {
+        let mark: Arc<dyn Fn(ActionId) + Send + Sync> = Arc::new(mark);
+        let wanted = Arc::new(wanted);
+        // Each entry is promised by the first pack whose index offers it.
+        let claimed = Arc::new(Mutex::new(HashSet::new()));
+        let reads: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                Box::pin(self.read_one(
+                    key.clone(),
+                    Arc::clone(&wanted),
+                    Arc::clone(&claimed),
+                    Arc::clone(&stop),
+                    Arc::clone(&mark),
+                ))
+            })
+            .collect();
+        let mut taken = HashSet::new();
+        use futures_util::StreamExt;
+        let mut reads = futures_util::stream::iter(reads).buffer_unordered(STREAMS);
+        while let Some(got) = reads.next().await {
+            taken.extend(got);
+        }
+        taken
+    }
+
+    /// One pack of [`read`](Self::read).
+    async fn read_one(
+        &self,
+        key: String,
+        wanted: Arc<HashSet<ActionId>>,
+        claimed: Arc<Mutex<HashSet<ActionId>>>,
+        stop: Arc<AtomicBool>,
+        mark: Arc<dyn Fn(ActionId) + Send + Sync>,
+    ) -> HashSet<ActionId> {
+        if stop.load(Ordering::Acquire) || self.tier.pace.is_slow() {
+            return HashSet::new();
+        }
+        let reader = match self.tier.backend.get(&key).await {
             Ok(Some(r)) => r,
             // Pruned by a publisher since we listed it.
             Ok(None) => return HashSet::new(),
@@ -132,7 +229,7 @@ impl Packs {
             let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
             let mut input = BufReader::with_capacity(256 * 1024, bridge);
             let mut taken = HashSet::new();
-            let res = me.ingest(&mut input, &wanted, &stop, &mark, &mut taken);
+            let res = me.ingest(&mut input, &wanted, &claimed, &stop, &*mark, &mut taken);
             (taken, res)
         })
         .await;
@@ -181,7 +278,7 @@ impl Packs {
                 );
                 if !self.tier.read_only() {
                     // Readers would trip on it again; a later run publishes a new one.
-                    let _ = self.tier.backend.delete(key).await;
+                    let _ = self.tier.backend.delete(&key).await;
                 }
             }
         }
@@ -193,6 +290,7 @@ impl Packs {
         &self,
         input: &mut R,
         wanted: &HashSet<ActionId>,
+        claimed: &Mutex<HashSet<ActionId>>,
         stop: &AtomicBool,
         mark: &(dyn Fn(ActionId) + Sync),
         taken: &mut HashSet<ActionId>,
@@ -209,17 +307,24 @@ impl Packs {
         let slots = &self.tier.packed;
         let mut promises = Promises::new(slots, index.len());
         let mut offset = 0;
+        // Past the last entry wanted, the rest of the pack is not read at all (an older
+        // group's pack often holds only a few entries a newer one did not).
+        let mut last = None;
         for (i, (action, len)) in index.iter().enumerate() {
             if *len > 0
                 && wanted.contains(action)
                 && !self.tier.in_flight(action)
                 && !matches!(self.tier.local.get(action), Ok(Lookup::Hit(_)))
+                && claimed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(*action)
             {
                 promises.add(i, *action, offset);
+                last = Some(i);
             }
             offset += len;
         }
-        slots.at.store(0, Ordering::Release);
         let stored = Mutex::new(std::mem::take(taken));
         let failed: Mutex<Option<Failure>> = Mutex::new(None);
         let fail = |f: Failure| {
@@ -253,7 +358,11 @@ impl Packs {
                 }
             });
             for (i, (action, len)) in index.iter().enumerate() {
-                if stop.load(Ordering::Acquire) || has_failed() || self.tier.pace.is_slow() {
+                if last.is_none_or(|l| i > l)
+                    || stop.load(Ordering::Acquire)
+                    || has_failed()
+                    || self.tier.pace.is_slow()
+                {
                     break;
                 }
                 let mut frame = (&mut *input).take(*len);
@@ -275,7 +384,7 @@ impl Packs {
                         "cut short in the frame of {action}"
                     )));
                 }
-                slots.at.fetch_add(*len, Ordering::Release);
+                promises.at.fetch_add(*len, Ordering::Release);
             }
             Ok(())
         });
@@ -341,6 +450,39 @@ impl Packs {
             return Ok(0);
         }
         self.tier.put_new(key, &tmp, size).await.map(|()| count)
+    }
+
+    /// Writes stored uploads' encoded objects (each already a frame) as one pack and stores
+    /// it under `key`. Returns the entries it holds.
+    pub(crate) async fn publish_stored(
+        &self,
+        key: &str,
+        batch: Vec<Stored>,
+    ) -> Result<Vec<ActionId>, UploadError> {
+        let me = self.clone();
+        let (tmp, size, ids) = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            let (file, tmp) = me.tier.local.temp_file().map_err(io::Error::other)?;
+            let guard = TempFile(tmp);
+            let mut w = BufWriter::with_capacity(256 * 1024, file);
+            let items: Vec<(ActionId, u64)> = batch.iter().map(|s| (s.action, s.size)).collect();
+            w.write_all(&encode_index(&items))?;
+            for s in &batch {
+                let mut frame = std::fs::File::open(&s.file.0)?;
+                if io::copy(&mut frame, &mut w)? != s.size {
+                    return Err(io::Error::other(format!(
+                        "{} changed size",
+                        s.file.0.display()
+                    )));
+                }
+            }
+            w.flush()?;
+            let size = index_len(items.len()) as u64 + items.iter().map(|(_, l)| l).sum::<u64>();
+            Ok((guard, size, items.into_iter().map(|(a, _)| a).collect()))
+        })
+        .await
+        .map_err(|e| UploadError::Failed(format!("pack task: {e}")))?
+        .map_err(|e| UploadError::Failed(format!("writing the pack: {e}")))?;
+        self.tier.put_new(key, &tmp, size).await.map(|()| ids)
     }
 
     /// Returns (entries, bytes) written: the index first (its lengths filled in last), then
@@ -424,7 +566,151 @@ impl<W: Write> Write for Counted<'_, W> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::LockType;
+    use crate::ids::OutputId;
+    use crate::local::LocalTier;
+    use crate::remote::tier::{Settings, Upload};
+    use crate::store::guard::Limits;
+    use crate::store::scripted::Scripted;
+
+    fn tier(local: &Path, store: &Path) -> Arc<RemoteTier> {
+        let settings = Settings {
+            prefix: "p/".into(),
+            compression: true,
+            read_only: false,
+            lock_type: LockType::Memory,
+            lock_dir: local.join("locks"),
+            limits: Limits::default(),
+        };
+        let local = Arc::new(LocalTier::open(local, u64::MAX).unwrap());
+        RemoteTier::start(
+            Arc::new(Scripted::over(store)),
+            settings,
+            local,
+            Arc::new(Stats::default()),
+        )
+    }
+
+    fn body(i: u8) -> Vec<u8> {
+        format!("output {i} ").repeat(100 + i as usize).into_bytes()
+    }
+
+    /// Uploads' encoded objects, as stored, make packs a fresh dir streams whole: two packs
+    /// of one group read in turn, and a pack holding nothing wanted is not read past its
+    /// index.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stored_uploads_make_packs_a_fresh_dir_streams() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        let w = tier(&d.path().join("w"), &store);
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&kept);
+        w.on_stored(Box::new(move |s| sink.lock().unwrap().push(s)));
+        let mut ids = Vec::new();
+        for i in 0..6u8 {
+            let mut p = w.local.begin_put().unwrap();
+            std::io::Write::write_all(&mut p, &body(i)).unwrap();
+            let action = ActionId::from_bytes(&[i + 1; 32]).unwrap();
+            let entry = p.commit(&action, &OutputId::of(&body(i)), None).unwrap();
+            w.upload(Upload { action, entry }).await.unwrap();
+            ids.push(action);
+        }
+        let mut stored = std::mem::take(&mut *kept.lock().unwrap());
+        assert_eq!(stored.len(), 6, "every stored upload reaches the sink");
+        let group = group("p/manifests/x/", std::time::SystemTime::now());
+        let (k0, k1) = (key(&group, 0), key(&group, 1));
+        let writer = Packs {
+            tier: Arc::clone(&w),
+        };
+        let second = stored.split_off(4);
+        assert_eq!(
+            writer.publish_stored(&k0, stored).await.ok().unwrap(),
+            ids[..4]
+        );
+        assert_eq!(
+            writer.publish_stored(&k1, second).await.ok().unwrap(),
+            ids[4..]
+        );
+        assert!(
+            std::fs::read_dir(w.local.root().join("tmp")).map_or(0, |d| d.count()) == 0,
+            "the encoded files are gone once packed"
+        );
+
+        let listed = vec![k1.clone(), k0.clone()];
+        assert_eq!(newest_groups(&listed, KEEP), vec![k0.clone(), k1.clone()]);
+        let r = tier(&d.path().join("r"), &store);
+        let reader = Packs {
+            tier: Arc::clone(&r),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let taken = reader
+            .read(
+                &[k0.clone(), k1.clone()],
+                ids.iter().copied().collect(),
+                stop.clone(),
+                |_| {},
+            )
+            .await;
+        assert_eq!(taken.len(), 6);
+        for (i, a) in ids.iter().enumerate() {
+            let Ok(Lookup::Hit(e)) = r.local.get(a) else {
+                panic!("{a} not local");
+            };
+            assert_eq!(std::fs::read(&e.path).unwrap(), body(i as u8));
+        }
+        assert_eq!(Stats::get(&r.stats.pack_entries), 6);
+
+        // Only the first pack's first entry wanted: nothing else is stored.
+        let r2 = tier(&d.path().join("r2"), &store);
+        let reader = Packs {
+            tier: Arc::clone(&r2),
+        };
+        let taken = reader
+            .read(&[k0, k1], [ids[0]].into_iter().collect(), stop, |_| {})
+            .await;
+        assert_eq!(taken.len(), 1);
+        assert_eq!(Stats::get(&r2.stats.pack_entries), 1);
+        assert_eq!(
+            Stats::get(&r2.stats.remote_corrupt),
+            0,
+            "stopping early is no damage"
+        );
+    }
+
+    #[test]
+    fn groups_are_read_newest_first_and_pruned_whole() {
+        let dir = "p/manifests/n-0123456789ab/";
+        let k = |t: u64, r: u32, n: u32| key(&format!("{dir}{t:016x}-{r:08x}"), n);
+        let old = format!("{dir}{:016x}-{:08x}.pack", 1, 7); // a single pack of an older release
+        let keys = vec![
+            k(3, 1, 0),
+            k(2, 9, 1),
+            old.clone(),
+            k(3, 1, 2),
+            k(2, 9, 0),
+            k(3, 1, 1),
+        ];
+        assert_eq!(
+            newest_groups(&keys, 2),
+            vec![k(3, 1, 0), k(3, 1, 1), k(3, 1, 2), k(2, 9, 0), k(2, 9, 1)]
+        );
+        assert_eq!(newest_groups(&keys, 3).last(), Some(&old));
+        let ours = format!("{dir}{:016x}-{:08x}", 4, 4);
+        assert_eq!(
+            stale(&keys, 1, &ours),
+            vec![k(2, 9, 1), old.clone(), k(2, 9, 0)]
+        );
+        // Our own group never counts among the kept, nor is it deleted.
+        let mine = key(&ours, 0);
+        let mut with_mine = keys.clone();
+        with_mine.push(mine.clone());
+        assert!(!stale(&with_mine, 1, &ours).contains(&mine));
+        assert_eq!(stale(&with_mine, 1, &ours).len(), 3);
+    }
 
     #[test]
     fn packs_are_published_only_after_many_single_downloads() {
@@ -437,8 +723,8 @@ mod tests {
         assert!(worth_publishing(250, 1000));
         assert!(worth_publishing(1461, 1461), "no pack yet");
         assert!(is_pack(&key(
-            "p/manifests/x-0123456789ab/",
-            std::time::SystemTime::now()
+            &group("p/manifests/x-0123456789ab/", std::time::SystemTime::now()),
+            0
         )));
         assert!(!is_pack(
             "p/manifests/x-0123456789ab/0006612645027f86-b4a7a85c"

@@ -9,7 +9,7 @@
 //! waits for it, and a second helper sharing the local dir finds the first one's work.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +21,7 @@ use super::pack::{self, Packs};
 use crate::format::manifest::{self, Manifest};
 use crate::ids::ActionId;
 use crate::local::Lookup;
-use crate::remote::tier::{Origin, RemoteTier, UploadError};
+use crate::remote::tier::{Origin, RemoteTier, Stored, UploadError};
 use crate::stats::Stats;
 use crate::store::idle::IdleTimeout;
 use crate::store::{Backend, BackendError, ObjectInfo};
@@ -43,6 +43,19 @@ pub(crate) struct Prefetch {
     /// What start-up found: the merged manifest and our name's objects (for pruning).
     found: Mutex<Option<Found>>,
     stop: Arc<AtomicBool>,
+    /// Whether this run publishes (see `Cache::publish_warm_start`).
+    publishing: AtomicBool,
+    /// This run's pack group (see `pack.rs`) and the number of its next pack.
+    group: String,
+    next_pack: AtomicU32,
+    /// Stored uploads waiting to fill a pack.
+    staged: Mutex<Staged>,
+    /// Packs of uploads being published.
+    publishing_packs: Mutex<tokio::task::JoinSet<()>>,
+    /// Entries in the packs this run published.
+    packed: Mutex<HashSet<ActionId>>,
+    /// Pack keys under our own name at start-up (for pruning).
+    own_packs: Mutex<Vec<String>>,
     /// Sent once by [`Prefetch::stop`]: the work in progress is dropped then.
     stopped: watch::Sender<bool>,
     done: watch::Sender<bool>,
@@ -58,14 +71,23 @@ struct Used {
 }
 
 #[derive(Default)]
+struct Staged {
+    batch: Vec<Stored>,
+    bytes: u64,
+    /// No more packs of uploads (one failed, or the run is over).
+    off: bool,
+}
+
+#[derive(Default)]
 struct Found {
     manifest: Manifest,
     /// Manifest keys under our own name, newest first.
     own: Vec<String>,
     /// Pack keys under our own name, newest first.
     own_packs: Vec<String>,
-    /// The newest pack of the first name (ours, then the fallbacks) that has one.
-    pack: Option<String>,
+    /// The packs of the newest groups of the first name (ours, then the fallbacks) that
+    /// has any, in reading order.
+    packs: Vec<String>,
     /// Whether the manifest came from our own name (not a fallback).
     from_own: bool,
 }
@@ -74,6 +96,10 @@ impl Prefetch {
     /// Starts the prefetch in the background. Must run inside the runtime.
     pub fn start(tier: Arc<RemoteTier>, names: Names, concurrency: usize) -> Arc<Prefetch> {
         let (done, _) = watch::channel(false);
+        let group = pack::group(
+            &names::dir_key(tier.prefix(), &names.key),
+            SystemTime::now(),
+        );
         let p = Arc::new(Prefetch {
             tier,
             names,
@@ -81,9 +107,22 @@ impl Prefetch {
             used: Mutex::new(Used::default()),
             found: Mutex::new(None),
             stop: Arc::new(AtomicBool::new(false)),
+            publishing: AtomicBool::new(false),
+            group,
+            next_pack: AtomicU32::new(0),
+            staged: Mutex::new(Staged::default()),
+            publishing_packs: Mutex::new(tokio::task::JoinSet::new()),
+            packed: Mutex::new(HashSet::new()),
+            own_packs: Mutex::new(Vec::new()),
             stopped: watch::channel(false).0,
             done,
         });
+        let weak = Arc::downgrade(&p);
+        p.tier.on_stored(Box::new(move |s| {
+            if let Some(p) = weak.upgrade() {
+                p.stage(s);
+            }
+        }));
         let me = Arc::clone(&p);
         let mut stopped = p.stopped.subscribe();
         tokio::spawn(async move {
@@ -139,16 +178,17 @@ impl Prefetch {
         let found = self.load().await;
         let mut entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
         Stats::add(&self.stats().manifest_entries, entries.len() as u64);
-        let pack = found.pack.clone();
+        let keys = found.packs.clone();
+        *self.own_packs.lock().unwrap_or_else(|p| p.into_inner()) = found.own_packs.clone();
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
-        if let Some(key) = pack.filter(|_| !entries.is_empty()) {
+        if !keys.is_empty() && !entries.is_empty() {
             let me = Arc::clone(self);
             let packs = Packs {
                 tier: Arc::clone(&self.tier),
             };
             let taken = packs
                 .read(
-                    &key,
+                    &keys,
                     entries.iter().copied().collect(),
                     Arc::clone(&self.stop),
                     move |a| me.mark_prefetched(a),
@@ -224,8 +264,9 @@ impl Prefetch {
                         found.own = objs.iter().map(|o| o.key.clone()).collect();
                         found.own_packs = packs.iter().map(|o| o.key.clone()).collect();
                     }
-                    if found.pack.is_none() {
-                        found.pack = packs.into_iter().next().map(|o| o.key);
+                    if found.packs.is_empty() {
+                        let keys: Vec<String> = packs.into_iter().map(|o| o.key).collect();
+                        found.packs = pack::newest_groups(&keys, pack::KEEP);
                     }
                     if chosen.is_none() && !objs.is_empty() {
                         chosen = Some((i, objs));
@@ -358,21 +399,133 @@ impl Prefetch {
         if !pack::worth_publishing(single, wanted as u64) {
             return;
         }
-        let key = pack::key(&dir, SystemTime::now());
-        let ids = next.entries.iter().map(|e| e.0).collect();
+        let key = pack::key(&self.group, self.next_pack.fetch_add(1, Ordering::AcqRel));
+        let ids: Vec<ActionId> = {
+            let packed = self.packed.lock().unwrap_or_else(|p| p.into_inner());
+            next.entries
+                .iter()
+                .map(|e| e.0)
+                .filter(|a| !packed.contains(a))
+                .collect()
+        };
         let packs = Packs {
             tier: Arc::clone(&self.tier),
         };
-        match packs.publish(&key, ids).await {
+        match packs.publish(&key, ids.clone()).await {
             Ok(0) => {}
             Ok(n) => {
                 Stats::add(&s.pack_published, n);
                 tracing::debug!(key, entries = n, "pack published");
-                let old = found.own_packs.iter().skip(pack::KEEP - 1);
-                futures_util::future::join_all(old.map(|k| self.tier.backend.delete(k))).await;
+                self.packed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(ids);
             }
             Err(e) => self.publish_failed(&key, e),
         }
+    }
+
+    /// From now on this run publishes (its flush calls [`publish`](Self::publish) and
+    /// [`finish_packs`](Self::finish_packs)), so its stored uploads are kept for packs.
+    pub fn publishing(&self) {
+        self.publishing.store(true, Ordering::Release);
+    }
+
+    /// Whether this run's uploads are enough of what it used to be worth a pack: a cold
+    /// run's are all of it; a warm run that changed a few packages publishes none.
+    fn uploads_worth_packing(&self) -> bool {
+        let used = self
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .order
+            .len() as u64;
+        pack::worth_publishing(Stats::get(&self.stats().uploads), used)
+            && !self.tier.pace.is_slow()
+            && !self.tier.backend.breaker.is_disabled()
+    }
+
+    /// Takes a stored upload's encoded object for this run's next pack; once [`pack::CHUNK`]
+    /// bytes are waiting and packing them pays, publishes them in the background. Whatever
+    /// is not kept is deleted (dropping a [`Stored`] removes its file).
+    fn stage(self: &Arc<Self>, s: Stored) {
+        // A big object alone is as fast to fetch by itself as in a pack.
+        if !self.publishing.load(Ordering::Acquire) || s.size > pack::CHUNK {
+            return;
+        }
+        let batch = {
+            let mut st = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            if st.off {
+                return;
+            }
+            st.bytes += s.size;
+            st.batch.push(s);
+            if st.bytes < pack::CHUNK {
+                return;
+            }
+            st.bytes = 0;
+            std::mem::take(&mut st.batch)
+        };
+        if !self.uploads_worth_packing() {
+            return;
+        }
+        let me = Arc::clone(self);
+        self.publishing_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn(async move { me.publish_stored(batch).await });
+    }
+
+    async fn publish_stored(&self, batch: Vec<Stored>) {
+        let key = pack::key(&self.group, self.next_pack.fetch_add(1, Ordering::AcqRel));
+        let packs = Packs {
+            tier: Arc::clone(&self.tier),
+        };
+        match packs.publish_stored(&key, batch).await {
+            Ok(ids) => {
+                Stats::add(&self.stats().pack_published, ids.len() as u64);
+                tracing::debug!(key, entries = ids.len(), "pack of uploads published");
+                self.packed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(ids);
+            }
+            Err(e) => {
+                self.staged.lock().unwrap_or_else(|p| p.into_inner()).off = true;
+                self.publish_failed(&key, e);
+            }
+        }
+    }
+
+    /// At flush, after the uploads: publishes the last pack of uploads (when this run packs
+    /// its uploads), waits for those in flight, then deletes our name's packs beyond the
+    /// newest groups.
+    pub async fn finish_packs(&self) {
+        let rest = {
+            let mut st = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            st.off = true;
+            st.bytes = 0;
+            std::mem::take(&mut st.batch)
+        };
+        let published = Stats::get(&self.stats().pack_published) > 0;
+        if !rest.is_empty() && (published || self.uploads_worth_packing()) {
+            self.publish_stored(rest).await;
+        } else {
+            drop(rest);
+        }
+        let mut running = std::mem::take(
+            &mut *self
+                .publishing_packs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        while running.join_next().await.is_some() {}
+        if Stats::get(&self.stats().pack_published) == 0 {
+            return;
+        }
+        let own = std::mem::take(&mut *self.own_packs.lock().unwrap_or_else(|p| p.into_inner()));
+        let old = pack::stale(&own, pack::KEEP - 1, &self.group);
+        futures_util::future::join_all(old.iter().map(|k| self.tier.backend.delete(k))).await;
     }
 
     fn publish_failed(&self, key: &str, e: UploadError) {
