@@ -563,6 +563,7 @@ pub fn packs_carry_the_warm_start(store: &dyn Store) {
         st.pack_published, st.uploads,
         "a cold run packs what it uploaded: {st:?}"
     );
+    assert!(st.close_us > 0 && st.cpu_us > 0, "reported: {st:?}");
     go1.ok(&["test", "./..."]);
     let after_fill = pack_keys(store);
     assert!(!after_fill.is_empty());

@@ -50,8 +50,11 @@ use crate::store::idle::IdleTimeout;
 use crate::store::{Backend, BackendError};
 use crate::Entry;
 
-/// Pack groups (one per publishing run) kept per manifest name after a publish, and read.
-pub const KEEP: usize = 3;
+/// Pack groups (one per publishing run) kept per manifest name after a publish, and read:
+/// a cold CI job leaves one per go command (build, vet, test, ...), and the next job wants
+/// them all; a reader stops each pack after the last entry it still wants, so an old
+/// group costs little.
+pub const KEEP: usize = 6;
 /// A cold run publishes its uploads in packs of about this many bytes while it runs.
 pub const CHUNK: u64 = 16 << 20;
 /// See [`worth_publishing`].
