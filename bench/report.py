@@ -524,6 +524,14 @@ def main():
         p(f"| (W1 ours warm / native warm / W3 native cold) | {fmt_s(w1b_o) if w1b_o else '-'} / "
           f"{fmt_s(w1b_n) if w1b_n else '-'} / {fmt_s(cold_native) if cold_native else '-'} | | | | |")
         p("")
+        floor = select(rows, "w2floor", "build", "copy")
+        if floor:
+            fm = median_s(floor)
+            p(f"W2 floor: `cp -a` of the first fresh run's filled local tier ({mib(int(floor[0]['bytes']))}, "
+              f"{floor[0]['note'].removeprefix('files=')} files) into a new dir before each rep, no helper, "
+              f"no network, no go command: median {fmt_s(fm)} s ({', '.join(fmt_s(r['seconds']) for r in floor)}), "
+              f"{ratio(fm, w1b_n, 2)} × W1 native warm. A fresh machine cannot have its warm start for less.")
+            p("")
         # New counters (a warm-start manifest / prefetch) are shown whatever their names.
         extra_keys = sorted({key for k in ours_w2 for r in w2_rows(k) if r["stats_data"]
                              for key, v in r["stats_data"].items()

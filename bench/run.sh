@@ -373,6 +373,22 @@ run_go() {
         "$([[ $CUR_LAT != - ]] && echo "${CUR_LAT}ms")" "$([[ $MODE != default ]] && echo "$MODE")" "$secs" >&2
 }
 
+# copy_floor REP: W2's floor, what writing the warm start into a fresh dir costs with no
+# helper, no network and no go command: `cp -a` of the first fresh run's filled local tier
+# (the same entries W2 writes) into a new dir, timed like a run; appends a "w2floor" row.
+copy_floor() {
+    local src="$WORK/fresh/pack-build-s3-1-0ms/cache" dst="$WORK/fresh/copy-floor-$1" t0 t1 secs
+    [[ -d "$src" ]] || return 0
+    sync
+    t0=$(now_ns)
+    cp -a "$src" "$dst"
+    t1=$(now_ns)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build copy "$1" "$secs" - \
+        "$(du -sb "$dst" | cut -f1)" "files=$(find "$dst" -type f | wc -l)" - default - >>"$SAMPLES"
+    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build copy "$1" "" "" "$secs" >&2
+}
+
 # --- toxiproxy between the helper and moto_server -------------------------------------------
 toxi_api() { # METHOD PATH [JSON]: fails on an HTTP error
     local code
@@ -591,6 +607,7 @@ if [[ "$REMOTE" == 1 ]]; then
     note "W2: $W2_REPS rep(s) of go build $BUILD_PKGS, fresh local, warm remote: S3 at +${LATS[*]} ms" \
         "round trip$([[ ${MODES[*]} != default ]] && echo ", prefetch ${MODES[*]}")$([[ $GOCACHER == 1 ]] && echo ', go-cacher+gocached')$([[ $W2_DISK == 1 ]] && echo ', disk')"
     for ((i = 1; i <= W2_REPS; i++)); do
+        copy_floor "$i"
         for l in "${LATS[@]}"; do
             set_latency "$l"
             for MODE in "${MODES[@]}"; do run_go w2 build s3 "$i"; done
