@@ -41,9 +41,6 @@ struct Inner {
     prefetch: Option<Arc<Prefetch>>,
     /// The background trim started at open, joined at close so nothing writes afterwards.
     trimmer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Whether flush publishes the warm start (manifest, pack): for a go command's session
-    /// or the prefetch step, not for every tool that opens the library (see `publish`).
-    publish: AtomicBool,
     /// Entries handed to the remote tier, and that count when the last flush began: close
     /// flushes again only if something was shared since (never twice the wait for uploads
     /// a flush already gave up on). `u64::MAX`: no flush yet.
@@ -95,7 +92,6 @@ impl Cache {
                 remote,
                 prefetch,
                 trimmer: std::sync::Mutex::new(trimmer),
-                publish: AtomicBool::new(publish),
                 shared: AtomicU64::new(0),
                 flushed_at: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
@@ -339,11 +335,11 @@ impl Cache {
     /// publishes nothing unless it sets `-publish=true`: the manifest names a go command's
     /// module, platform and branch, which another tool's entries do not belong to.
     pub(crate) fn publish_warm_start(&self) {
-        if self.inner.config.publish != Some(false) {
-            self.inner.publish.store(true, Ordering::Release);
-            if let Some(p) = &self.inner.prefetch {
-                p.publishing();
-            }
+        if let (true, Some(p)) = (
+            self.inner.config.publish != Some(false),
+            &self.inner.prefetch,
+        ) {
+            p.publishing();
         }
     }
 
@@ -365,7 +361,13 @@ impl Cache {
             // for nothing.
             timeout = timeout.min(crate::remote::pace::SLOW_CLOSE);
         }
-        let publish = self.inner.publish.load(Ordering::Acquire);
+        // Whether flush publishes the warm start (manifest, packs): for a go command's
+        // session or the prefetch step, not for every tool that opens the library.
+        let publish = self
+            .inner
+            .prefetch
+            .as_ref()
+            .is_some_and(|p| p.is_publishing());
         let warm = async {
             if let Some(p) = &self.inner.prefetch {
                 let _ = tokio::time::timeout(timeout, async {

@@ -83,8 +83,6 @@ struct Found {
     manifest: Manifest,
     /// Manifest keys under our own name, newest first.
     own: Vec<String>,
-    /// Pack keys under our own name, newest first.
-    own_packs: Vec<String>,
     /// The packs of the newest groups of the first name (ours, then the fallbacks) that
     /// has any, in reading order.
     packs: Vec<String>,
@@ -179,7 +177,6 @@ impl Prefetch {
         let mut entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
         Stats::add(&self.stats().manifest_entries, entries.len() as u64);
         let keys = found.packs.clone();
-        *self.own_packs.lock().unwrap_or_else(|p| p.into_inner()) = found.own_packs.clone();
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
         if !keys.is_empty() && !entries.is_empty() {
             let me = Arc::clone(self);
@@ -262,7 +259,8 @@ impl Prefetch {
                         objs.into_iter().partition(|o| pack::is_pack(&o.key));
                     if i == 0 {
                         found.own = objs.iter().map(|o| o.key.clone()).collect();
-                        found.own_packs = packs.iter().map(|o| o.key.clone()).collect();
+                        *self.own_packs.lock().unwrap_or_else(|p| p.into_inner()) =
+                            packs.iter().map(|o| o.key.clone()).collect();
                     }
                     if found.packs.is_empty() {
                         let keys: Vec<String> = packs.into_iter().map(|o| o.key).collect();
@@ -429,6 +427,11 @@ impl Prefetch {
     /// [`finish_packs`](Self::finish_packs)), so its stored uploads are kept for packs.
     pub fn publishing(&self) {
         self.publishing.store(true, Ordering::Release);
+    }
+
+    /// Whether this run publishes: a go command's session or warm-up step, or `-publish`.
+    pub fn is_publishing(&self) -> bool {
+        self.publishing.load(Ordering::Acquire)
     }
 
     /// Whether this run's uploads are enough of what it used to be worth a pack: a cold
