@@ -16,8 +16,8 @@
 //! - what it **downloaded** one by one: at close, a pack of the whole warm start.
 //!
 //! Once packs cover a branch's builds, runs stop writing new ones until enough has changed.
-//! A reader streams the newest groups in turn, each pack only up to the last entry it still
-//! wants.
+//! A reader streams the packs of the newest groups, [`STREAMS`] at a time, each only up to
+//! the last entry it still wants.
 //!
 //! The bytes are `format/pack.rs`: an index, then each entry's remote object exactly as
 //! it is stored under its own key. The index lets a get for an entry the stream is about to
@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::format::object::{self, Header};
@@ -143,7 +144,7 @@ pub(crate) struct Packs {
 }
 
 impl Packs {
-    /// Streams the packs at `keys`, in turn, into the local tier: each entry in `wanted`
+    /// Streams the packs at `keys`, [`STREAMS`] at a time, into the local tier: each entry in `wanted`
     /// that is not local yet and not being fetched by a get. Stops between entries once
     /// `stop` is set. `mark` is told each entry before it is stored. Returns the entries it
     /// stored. Failures are warned once; whatever the packs did not deliver is the caller's
@@ -188,7 +189,6 @@ impl Packs {
             })
             .collect();
         let mut taken = HashSet::new();
-        use futures_util::StreamExt;
         let mut reads = futures_util::stream::iter(reads).buffer_unordered(STREAMS);
         while let Some(got) = reads.next().await {
             taken.extend(got);
@@ -602,8 +602,8 @@ mod tests {
     }
 
     /// Uploads' encoded objects, as stored, make packs a fresh dir streams whole: two packs
-    /// of one group read in turn, and a pack holding nothing wanted is not read past its
-    /// index.
+    /// of one group read side by side, and a pack holding nothing wanted is not read past
+    /// its index.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stored_uploads_make_packs_a_fresh_dir_streams() {
         let d = tempfile::tempdir().unwrap();
