@@ -16,7 +16,7 @@
 //! - what it **downloaded** one by one: at close, a pack of the whole warm start.
 //!
 //! Once packs cover a branch's builds, runs stop writing new ones until enough has changed.
-//! A reader streams the packs of the newest groups, [`STREAMS`] at a time, each only up to
+//! A reader streams the packs of the newest groups, three at a time, each only up to
 //! the last entry it still wants.
 //!
 //! The bytes are `format/pack.rs`: an index, then each entry's remote object exactly as
