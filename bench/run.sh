@@ -57,8 +57,6 @@ REMOTE="${BENCH_REMOTE:-1}"
 INSTALL="${BENCH_INSTALL:-1}"
 GOCACHER="${BENCH_GOCACHER:-1}"
 FLOOR="${BENCH_FLOOR:-1}"
-GOCACHER_VERSION="${BENCH_GOCACHER_VERSION:-v0.0.0-20260722201841-0bb331e19f64}"
-GOCACHER_MOD=github.com/bradfitz/go-tool-cache
 DO_BUILD="${BENCH_BUILD:-1}"
 BUILD_PKGS="${BENCH_BUILD_PKGS:-std}"
 TEST_PKGS="${BENCH_TEST_PKGS:-strings strconv bytes encoding/json}"
@@ -87,12 +85,10 @@ done
 command -v go >/dev/null 2>&1 || die "go not found on PATH (install Go, or add it to PATH)"
 command -v python3 >/dev/null 2>&1 || die "python3 not found on PATH (needed for the report)"
 
-# --- tools: where scripts/test.sh finds them (pip's script dir, our tools dir) -----------------
-TOOLS="${GOBUILDCACHE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache-tools}"
-PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$TOOLS:$PATH"
-export PATH
+# Tools (where scripts/test.sh finds them), go-cacher, the servers and toxiproxy.
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
-have_servers() { command -v moto_server >/dev/null 2>&1 && command -v toxiproxy-server >/dev/null 2>&1; }
 if [[ "$REMOTE" != 0 ]] && ! have_servers && [[ "$INSTALL" == 1 ]]; then
     note "moto_server or toxiproxy-server missing: running scripts/test-servers.sh"
     bash "$ROOT/scripts/test-servers.sh" || note "scripts/test-servers.sh failed"
@@ -112,24 +108,11 @@ if [[ "$REMOTE" == 1 ]]; then
     command -v curl >/dev/null 2>&1 || die "BENCH_REMOTE=1 needs curl (bucket creation, toxiproxy's API, calibration)"
 fi
 
-# go-cacher (and its server gocached for W2), pinned: reinstalled when the binary in $TOOLS is
-# another version.
-gocacher_version() { go version -m "$1" 2>/dev/null | awk -v m="$GOCACHER_MOD" '$1 == "mod" && $2 == m { print $3 }'; }
+# go-cacher (and its server gocached for W2), pinned.
 GC_TOOLS=(go-cacher)
 [[ "$REMOTE" == 1 ]] && GC_TOOLS+=(gocached)
 if [[ "$GOCACHER" == 1 ]]; then
-    for t in "${GC_TOOLS[@]}"; do
-        if [[ "$(gocacher_version "$TOOLS/$t")" != "$GOCACHER_VERSION" ]]; then
-            [[ "$INSTALL" == 1 ]] ||
-                die "$t $GOCACHER_VERSION not in $TOOLS (BENCH_INSTALL=1 installs it; BENCH_GOCACHER=0 skips go-cacher)"
-            note "installing $t $GOCACHER_VERSION into $TOOLS (Go module proxy)"
-            mkdir -p "$TOOLS"
-            GOBIN="$TOOLS" GOFLAGS=-buildvcs=false GOTOOLCHAIN=local \
-                go install "$GOCACHER_MOD/cmd/$t@$GOCACHER_VERSION" ||
-                die "go install $GOCACHER_MOD/cmd/$t@$GOCACHER_VERSION failed (BENCH_GOCACHER=0 skips go-cacher)"
-        fi
-        [[ -x "$TOOLS/$t" ]] || die "$t missing in $TOOLS after installing (BENCH_GOCACHER=0 skips go-cacher)"
-    done
+    ensure_gocacher "$INSTALL" "${GC_TOOLS[@]}"
     GC_SRC="$TOOLS/go-cacher"
 fi
 
@@ -160,19 +143,8 @@ fi
 
 # --- private scratch space ---------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gobuildcache-bench.XXXXXX")"
-MOTO_PID=""
-TOXI_PID=""
-GOCACHED_PID=""
-stop_pid() {
-    if [[ -n "$1" ]]; then
-        kill "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-    fi
-}
 cleanup() {
-    stop_pid "$TOXI_PID"
-    stop_pid "$GOCACHED_PID"
-    stop_pid "$MOTO_PID"
+    stop_servers
     if [[ "$KEEP" == 1 ]]; then
         note "kept $WORK"
     else
@@ -231,8 +203,6 @@ workload_args() {
     esac
 }
 
-now_ns() { date +%s%N; }
-
 # Environment of our helper for each side: "ours" is local only; "s3" and "disk" add a remote
 # tier (S3 on moto_server through toxiproxy, or a directory). REMOTE_PREFIX picks the S3 key
 # prefix / the remote directory, so every W3 rep starts from an empty remote. MODE is the W2
@@ -244,11 +214,7 @@ remote_env() {
     case "$1" in
     ours) ;;
     s3)
-        echo GOBUILDCACHE_BACKEND=s3 GOBUILDCACHE_S3_BUCKET="$S3_BUCKET" \
-            GOBUILDCACHE_S3_PREFIX="$REMOTE_PREFIX/" \
-            GOBUILDCACHE_AWS_ENDPOINT_URL_S3="http://127.0.0.1:$PROXY_PORT" \
-            GOBUILDCACHE_AWS_S3_USE_PATH_STYLE=true GOBUILDCACHE_AWS_REGION=us-east-1 \
-            GOBUILDCACHE_AWS_ACCESS_KEY_ID=testing GOBUILDCACHE_AWS_SECRET_ACCESS_KEY=testing
+        s3_env "$PROXY_PORT" "$REMOTE_PREFIX/"
         ;;
     disk) echo GOBUILDCACHE_REMOTE_DIR="$WORK/remote-disk/$REMOTE_PREFIX" ;;
     *) die "unknown side $1" ;;
@@ -366,7 +332,7 @@ run_go() {
         rm -rf "$WORK/fresh/$tag"
     fi
     local secs
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
+    secs=$(secs_between "$t0" "$t1")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$wl" "$side" "$rep" "$secs" "$stats" \
         "$bytes" "${extra:--}" "$CUR_LAT" "$MODE" "$log" >>"$SAMPLES"
     printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' "$phase" "$wl" "$side" "$rep" \
@@ -383,59 +349,10 @@ copy_floor() {
     t0=$(now_ns)
     cp -a "$src" "$dst"
     t1=$(now_ns)
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e9 }')
+    secs=$(secs_between "$t0" "$t1")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build copy "$1" "$secs" - \
         "$(du -sb "$dst" | cut -f1)" "files=$(find "$dst" -type f | wc -l)" - default - >>"$SAMPLES"
     printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build copy "$1" "" "" "$secs" >&2
-}
-
-# --- toxiproxy between the helper and moto_server -------------------------------------------
-toxi_api() { # METHOD PATH [JSON]: fails on an HTTP error
-    local code
-    local -a body=()
-    [[ $# -ge 3 ]] && body=(-H 'Content-Type: application/json' -d "$3")
-    code=$(curl -s -o "$WORK/logs/toxi-api.out" -w '%{http_code}' -X "$1" \
-        "http://127.0.0.1:$TOXI_API/$2" "${body[@]}") || code=000
-    [[ "$code" == 2* ]] || { cat "$WORK/logs/toxi-api.out" >&2; die "toxiproxy API $1 /$2 failed (HTTP $code)"; }
-}
-# set_latency MS: the added round trip, split over the two directions. toxiproxy's latency toxic
-# delays each chunk by its value after it arrives (chunks pipeline), so one request and its
-# response together gain up + down = MS; the TCP handshake is not delayed.
-PROXIES=(s3)
-set_latency() {
-    local ms=$1 up down px
-    up=$((ms / 2))
-    down=$((ms - up))
-    for px in "${PROXIES[@]}"; do
-        curl -s -o /dev/null -X DELETE "http://127.0.0.1:$TOXI_API/proxies/$px/toxics/lat_up" || true
-        curl -s -o /dev/null -X DELETE "http://127.0.0.1:$TOXI_API/proxies/$px/toxics/lat_down" || true
-        if ((ms > 0)); then
-            toxi_api POST "proxies/$px/toxics" \
-                "{\"name\":\"lat_up\",\"type\":\"latency\",\"stream\":\"upstream\",\"attributes\":{\"latency\":$up,\"jitter\":0}}"
-            toxi_api POST "proxies/$px/toxics" \
-                "{\"name\":\"lat_down\",\"type\":\"latency\",\"stream\":\"downstream\",\"attributes\":{\"latency\":$down,\"jitter\":0}}"
-        fi
-    done
-    CUR_LAT=$ms
-}
-# rtt_ms PORT: "MEDIAN MIN" time of 30 small GETs on one keep-alive connection (the first,
-# which connects, is dropped), in ms. Other load only adds time, so the minimum is the steadier.
-rtt_ms() {
-    local url="http://127.0.0.1:$1/$S3_BUCKET/bench-calibration"
-    local -a a=()
-    for ((k = 0; k < 31; k++)); do a+=(-o /dev/null -w '%{time_total}\n' "$url"); done
-    curl -s "${a[@]}" | tail -n +2 | sort -g |
-        awk '{ v[NR] = $1 } END { printf "%.2f %.2f", v[int((NR + 1) / 2)] * 1000, v[1] * 1000 }'
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_http() { # URL PID LOG NAME
-    for ((i = 0; i < 300; i++)); do
-        curl -s -o /dev/null "$1" && return 0
-        kill -0 "$2" 2>/dev/null || { tail -n 20 "$3" >&2; die "$4 exited"; }
-        sleep 0.1
-    done
-    die "$4 did not answer on $1 within 30 s"
 }
 
 # --- metadata ----------------------------------------------------------------------------
@@ -521,36 +438,13 @@ done
 if [[ "$REMOTE" == 1 ]]; then
     # A real S3 server (moto) on 127.0.0.1, reached only through toxiproxy; one bucket, a key
     # prefix per W3 rep.
-    MOTO_PORT=$(free_port)
-    S3_BUCKET=gobuildcache-bench
-    note "starting moto_server on 127.0.0.1:$MOTO_PORT"
-    moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/logs/moto.log" 2>&1 &
-    MOTO_PID=$!
-    wait_http "http://127.0.0.1:$MOTO_PORT/" "$MOTO_PID" "$WORK/logs/moto.log" moto_server
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://127.0.0.1:$MOTO_PORT/$S3_BUCKET") || true
-    [[ "$code" == 200 ]] || die "creating bucket $S3_BUCKET on moto_server failed (HTTP $code)"
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data-binary 'calibration' \
-        "http://127.0.0.1:$MOTO_PORT/$S3_BUCKET/bench-calibration") || true
-    [[ "$code" == 200 ]] || die "putting the calibration object on moto_server failed (HTTP $code)"
-
-    TOXI_API=$(free_port)
-    note "starting toxiproxy-server (API on 127.0.0.1:$TOXI_API)"
-    toxiproxy-server -host 127.0.0.1 -port "$TOXI_API" >"$WORK/logs/toxiproxy.log" 2>&1 &
-    TOXI_PID=$!
-    wait_http "http://127.0.0.1:$TOXI_API/version" "$TOXI_PID" "$WORK/logs/toxiproxy.log" toxiproxy-server
-    PROXY_PORT=$(free_port)
-    toxi_api POST proxies "{\"name\":\"s3\",\"listen\":\"127.0.0.1:$PROXY_PORT\",\"upstream\":\"127.0.0.1:$MOTO_PORT\",\"enabled\":true}"
+    start_moto
+    start_toxiproxy
+    add_proxy s3 "$MOTO_PORT" PROXY_PORT
     if [[ "$GOCACHER" == 1 ]]; then
         # go-cacher's own remote: its HTTP cache server, behind the same latency toxics.
-        GOCACHED_PORT=$(free_port)
-        mkdir -p "$WORK/gocached"
-        note "starting gocached on 127.0.0.1:$GOCACHED_PORT"
-        "$GOCACHED_BIN" -cache-dir "$WORK/gocached" -listen "127.0.0.1:$GOCACHED_PORT" >"$WORK/logs/gocached.log" 2>&1 &
-        GOCACHED_PID=$!
-        wait_http "http://127.0.0.1:$GOCACHED_PORT/" "$GOCACHED_PID" "$WORK/logs/gocached.log" gocached
-        GC_PROXY_PORT=$(free_port)
-        toxi_api POST proxies "{\"name\":\"gocached\",\"listen\":\"127.0.0.1:$GC_PROXY_PORT\",\"upstream\":\"127.0.0.1:$GOCACHED_PORT\",\"enabled\":true}"
-        PROXIES+=(gocached)
+        start_gocached "$GOCACHED_BIN"
+        add_proxy gocached "$GOCACHED_PORT" GC_PROXY_PORT
     fi
 
     # Calibration: the round trip of a small GET, direct and through the proxy at each latency.

@@ -13,11 +13,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPS="${BENCH_W2_REPS:-5}"
 PKGS="${BENCH_BUILD_PKGS:-std}"
 BIN="${BENCH_BIN:-$ROOT/target/release/gobuildcache}"
-TOOLS="${GOBUILDCACHE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/gobuildcache-tools}"
-PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$TOOLS:$PATH"
 export GOTOOLCHAIN=local
 
 note() { echo "w2-stores: $*" >&2; }
+die() { note "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 [[ -x "$BIN" ]] || (cd "$ROOT" && cargo build --release --bin gobuildcache)
 bash "$ROOT/scripts/test-servers.sh"
 
@@ -30,7 +31,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { # PORT NAME
     for _ in $(seq 1 300); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0

@@ -761,11 +761,11 @@ store_suite!(gcs, GcsStore::start(), Some("-gcs-prefix"));
 store_suite!(azure, AzureStore::start(), Some("-azure-prefix"));
 store_suite!(http, HttpStore::start(), Some("-http-prefix"));
 
-/// A remote too big to list in one request is asked about each miss, as before.
+/// A remote too big to list at start-up is asked about each miss, as before.
 #[test]
 fn dir_big_remote_is_asked_per_get() {
     let store = DirStore::start();
-    for i in 0..1001 {
+    for i in 0..16_001 {
         store.write(&format!("gobuildcache/other-{i}"), b"x");
     }
     let r = Run::new();
@@ -774,6 +774,25 @@ fn dir_big_remote_is_asked_per_get() {
     let st = stats(&s);
     assert!(st.remote_misses > 0, "{st:?}");
     assert_eq!(st.remote_absent, 0, "{st:?}");
+}
+
+/// A store that lists a page per request and holds more than one page is listed in parts
+/// side by side (one per first hex digit): its misses still cost no round trip.
+#[test]
+fn s3_a_remote_past_one_page_is_listed_in_parts() {
+    let store = S3Store::start();
+    for i in 0..1_100u32 {
+        // Spread over every first digit, as ActionIDs are.
+        let id = format!("{:x}{:063x}", i % 16, u64::from(i) * 7919);
+        store.write(&format!("gobuildcache/{id}"), b"x");
+    }
+    let r = Run::new();
+    let (go, s) = r.fresh(&store, "cold", &[]);
+    go.ok(&["build", "./..."]);
+    let st = stats(&s);
+    assert!(st.remote_absent > 0, "{st:?}");
+    assert!(st.remote_absent <= st.remote_misses, "{st:?}");
+    assert_eq!(st.remote_hits + st.remote_errors, 0, "{st:?}");
 }
 
 #[test]

@@ -433,6 +433,10 @@ impl Backend for AzureBackend {
         Ok(out)
     }
 
+    fn lists_by_page(&self) -> bool {
+        true
+    }
+
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         // Pages are fetched as the stream is read: stop one past `max`.
         let mut out: Vec<ObjectInfo> = self

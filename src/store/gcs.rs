@@ -489,6 +489,10 @@ impl Backend for GcsBackend {
         Ok(out)
     }
 
+    fn lists_by_page(&self) -> bool {
+        true
+    }
+
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         let what = self.what("list", &format!("{prefix}*"));
         let size = u32::try_from(max).unwrap_or(u32::MAX);

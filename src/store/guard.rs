@@ -311,6 +311,9 @@ impl Backend for Guarded {
         })
         .await
     }
+    fn lists_by_page(&self) -> bool {
+        self.inner.lists_by_page()
+    }
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         let l = &self.limits;
         self.call("list", l.other_timeout, 1, || {

@@ -95,6 +95,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>>;
 
+    /// Whether one list request answers a page (~1,000 objects) however many the prefix holds
+    /// (S3, GCS, Azure): a big listing is then split by key prefix and read side by side.
+    /// A store that walks the whole directory for any listing (disk, WebDAV) says no.
+    fn lists_by_page(&self) -> bool {
+        false
+    }
+
     /// At most `max` objects under `prefix`, in one request where the store allows, and
     /// whether that was all of them.
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {

@@ -67,6 +67,9 @@ impl Backend for Gated {
         self.allow("listing", false)?;
         self.inner.list(prefix).await
     }
+    fn lists_by_page(&self) -> bool {
+        self.inner.lists_by_page()
+    }
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         self.allow("listing", false)?;
         self.inner.list_some(prefix, max).await
