@@ -26,8 +26,10 @@ def load_jobs(path):
     with open(path, newline="") as f:
         for r in csv.DictReader(f, delimiter="\t"):
             key = (r["phase"], r["side"], int(r["lat_ms"]), int(r["rep"]))
-            j = jobs.setdefault(key, {"steps": {}, "stats": {}, "warnings": []})
+            j = jobs.setdefault(key, {"steps": {}, "stats": {}, "warnings": [], "server_cpu": 0.0,
+                                         "side": r["side"]})
             j["steps"][r["step"]] = float(r["seconds"])
+            j["server_cpu"] += float(r.get("server_cpu_s") or 0)
             s = None
             if r["stats"] != "-":
                 try:
@@ -93,8 +95,8 @@ def main():
       f"{meta['reps']} reps (\"changed\": {meta['changed']}); job = the sum of its three steps.")
     w("")
     w("| row | +ms | job s | build | vet | test | vs native warm | gets | hits | misses | waited on remote "
-      "| from packs | uploads | helper CPU | close max | peak RSS |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| from packs | uploads | helper CPU | servers' CPU | close max | peak RSS |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     warns = []
 
     def row(label, js, lat="-"):
@@ -112,6 +114,7 @@ def main():
           f"| {cell(stat_med(js, 'remote_hits')) if ours else '-'} | {cell(stat_med(js, 'pack_entries')) if ours else '-'} "
           f"| {cell(stat_med(js, 'uploads')) if ours else '-'} "
           f"| {cell(stat_med(js, 'cpu_us') / 1e6, '{:.2f} s') if ours else '-'} "
+          f"| {cell(med(js, lambda j: j['server_cpu']), '{:.1f} s') if js[0]['side'] != 'native' else '-'} "
           f"| {f'{max(closes) / 1000:.0f} ms' if closes else '-'} | {mib(max(rss)) if rss else '-'} |")
         for j in js:
             warns.extend(j["warnings"])
