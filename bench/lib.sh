@@ -148,3 +148,16 @@ stop_servers() {
     stop_pid "$GOCACHED_PID"
     stop_pid "$MOTO_PID"
 }
+
+# write_report REPORT_PY OUT: renders $SAMPLES and $META with REPORT_PY, prints the report and
+# copies it to OUT ("-": nowhere).
+write_report() {
+    local report="$WORK/report.md"
+    python3 "$1" "$SAMPLES" "$META" >"$report"
+    cat "$report"
+    if [[ "$2" != - ]]; then
+        mkdir -p "$(dirname "$2")"
+        cp "$report" "$2"
+        note "wrote $2"
+    fi
+}

@@ -539,11 +539,4 @@ fi
 } >>"$META"
 
 # --- report ------------------------------------------------------------------------------
-REPORT="$WORK/report.md"
-python3 "$BENCH_DIR/report.py" "$SAMPLES" "$META" >"$REPORT"
-cat "$REPORT"
-if [[ "$OUT" != - ]]; then
-    mkdir -p "$(dirname "$OUT")"
-    cp "$REPORT" "$OUT"
-    note "wrote $OUT"
-fi
+write_report "$BENCH_DIR/report.py" "$OUT"

@@ -263,11 +263,4 @@ META="$WORK/meta.env"
     echo "elapsed=$((SECONDS - START_S))"
 } >"$META"
 
-REPORT="$WORK/report.md"
-python3 "$BENCH_DIR/w4report.py" "$SAMPLES" "$META" >"$REPORT"
-cat "$REPORT"
-if [[ "$OUT" != - ]]; then
-    mkdir -p "$(dirname "$OUT")"
-    cp "$REPORT" "$OUT"
-    note "wrote $OUT"
-fi
+write_report "$BENCH_DIR/w4report.py" "$OUT"

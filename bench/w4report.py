@@ -45,7 +45,8 @@ def load_jobs(path):
             if j["stats"] is None:
                 continue
             for k in SUMMED:
-                j["stats"][k] = j["stats"].get(k, 0) + s.get(k, 0)
+                if k in s:  # go-cacher reports only its gets and puts
+                    j["stats"][k] = j["stats"].get(k, 0) + s[k]
             for k in ("close_us", "peak_rss_bytes"):
                 if k in s:
                     j["stats"][k] = max(j["stats"].get(k, 0), s[k])
