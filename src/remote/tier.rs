@@ -278,17 +278,17 @@ impl RemoteTier {
 
     /// Every object under the prefix, or `None` when there are too many to list at start-up.
     async fn list_whole(&self) -> Result<Option<Vec<ObjectInfo>>, BackendError> {
-        let (objects, complete) = self.backend.list_some(&self.prefix, SMALL_REMOTE).await?;
-        if complete {
-            return Ok(Some(objects));
-        }
         if !self.backend.lists_by_page() {
-            // One walk costs the store the same whatever its size: ask for all of it.
+            // One walk costs the store the same whatever its size: ask for all of it at once.
             let (objects, complete) = self
                 .backend
                 .list_some(&self.prefix, SHARDS * SMALL_REMOTE)
                 .await?;
             return Ok(complete.then_some(objects));
+        }
+        let (objects, complete) = self.backend.list_some(&self.prefix, SMALL_REMOTE).await?;
+        if complete {
+            return Ok(Some(objects));
         }
         let shards = (0..SHARDS).map(|digit| {
             let prefix = format!("{}{digit:x}", self.prefix);
