@@ -47,6 +47,17 @@ const SMALL_REMOTE: usize = 1000;
 /// `go test` steps after a cold `go build` met ~1,100 misses each in a bucket of 2,000-3,600
 /// objects, and asking the store about each added 8-12 s to a 10-28 s step.
 const SHARDS: usize = 16;
+/// The parts are listed only once this many gets have asked the store and found nothing: a
+/// run the warm start covers (most fresh runs) meets no such miss and never pays the parts'
+/// requests and their parsing, while a run with many misses pays this many round trips
+/// (side by side, as the go command asks) before the listing answers the rest.
+const ASKED_BEFORE_PARTS: u64 = SHARDS as u64;
+
+/// Where the listing in parts stands: not wanted (the remote was listed whole, or cannot be),
+/// waiting for misses, or started.
+const PARTS_UNWANTED: u8 = 0;
+const PARTS_WAITING: u8 = 1;
+const PARTS_STARTED: u8 = 2;
 
 /// Whether `clear` may delete `key`. A prefix ending in `/` (or empty, with `--force`) is a
 /// directory: everything in it. Any other prefix is a string start, which other keys can share
@@ -82,6 +93,10 @@ pub(crate) struct RemoteTier {
     flights: Mutex<HashMap<ActionId, Arc<Flight>>>,
     /// Everything the remote held at start-up, when it was small (see [`SMALL_REMOTE`]).
     listed: std::sync::OnceLock<std::collections::HashSet<ActionId>>,
+    /// Gets that asked the store and found nothing, and whether the listing in parts waits
+    /// for enough of them (see [`ASKED_BEFORE_PARTS`]).
+    asked_absent: AtomicU64,
+    parts: std::sync::atomic::AtomicU8,
     /// Entries a stream (a warm-start pack) has promised (see `slots.rs`).
     pub(crate) packed: super::slots::Slots,
     queue: mpsc::Sender<Upload>,
@@ -162,6 +177,8 @@ impl RemoteTier {
             flights: Mutex::new(HashMap::new()),
             packed: Default::default(),
             listed: std::sync::OnceLock::new(),
+            asked_absent: AtomicU64::new(0),
+            parts: std::sync::atomic::AtomicU8::new(PARTS_UNWANTED),
             queue: tx,
             pending: Arc::new(AtomicU64::new(0)),
             idle: Arc::new(Notify::new()),
@@ -172,7 +189,7 @@ impl RemoteTier {
         let t = Arc::clone(&tier);
         tokio::spawn(async move { t.ready().await });
         let t = Arc::clone(&tier);
-        tokio::spawn(async move { t.list_if_small().await });
+        tokio::spawn(async move { t.list_at_start().await });
         tier
     }
 
@@ -259,37 +276,66 @@ impl RemoteTier {
         }
     }
 
-    /// Lists the remote whole if it is small enough (see [`SHARDS`]). Any failure just leaves
-    /// every get asking it.
-    async fn list_if_small(&self) {
-        match self.list_whole().await {
-            Ok(Some(objects)) => {
-                let ids = objects
-                    .iter()
-                    .filter_map(|o| o.key.strip_prefix(&self.prefix))
-                    .filter_map(|hex| ActionId::from_hex(hex).ok())
-                    .collect();
-                let _ = self.listed.set(ids);
+    /// Lists the remote whole if one request (or, for a disk or WebDAV store, one walk) can;
+    /// a paged store too big for one page is listed in parts later, if misses call for it.
+    /// Any failure just leaves every get asking the store.
+    async fn list_at_start(self: &Arc<Self>) {
+        let listed = if self.backend.lists_by_page() {
+            self.backend.list_some(&self.prefix, SMALL_REMOTE).await
+        } else {
+            // One walk costs the store the same whatever its size: ask for all of it at once.
+            self.backend
+                .list_some(&self.prefix, SHARDS * SMALL_REMOTE)
+                .await
+        };
+        match listed {
+            Ok((objects, true)) => self.set_listed(&objects),
+            Ok(_) if self.backend.lists_by_page() => {
+                self.parts.store(PARTS_WAITING, Ordering::Release);
+                self.maybe_list_parts();
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::debug!("listing {}: {e}", self.location()),
         }
     }
 
-    /// Every object under the prefix, or `None` when there are too many to list at start-up.
-    async fn list_whole(&self) -> Result<Option<Vec<ObjectInfo>>, BackendError> {
-        if !self.backend.lists_by_page() {
-            // One walk costs the store the same whatever its size: ask for all of it at once.
-            let (objects, complete) = self
-                .backend
-                .list_some(&self.prefix, SHARDS * SMALL_REMOTE)
-                .await?;
-            return Ok(complete.then_some(objects));
+    fn set_listed(&self, objects: &[ObjectInfo]) {
+        let ids = objects
+            .iter()
+            .filter_map(|o| o.key.strip_prefix(&self.prefix))
+            .filter_map(|hex| ActionId::from_hex(hex).ok())
+            .collect();
+        let _ = self.listed.set(ids);
+    }
+
+    /// Starts the listing in parts once (see [`ASKED_BEFORE_PARTS`]).
+    fn maybe_list_parts(self: &Arc<Self>) {
+        if self.asked_absent.load(Ordering::Acquire) < ASKED_BEFORE_PARTS
+            || self
+                .parts
+                .compare_exchange(
+                    PARTS_WAITING,
+                    PARTS_STARTED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+        {
+            return;
         }
-        let (objects, complete) = self.backend.list_some(&self.prefix, SMALL_REMOTE).await?;
-        if complete {
-            return Ok(Some(objects));
-        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            match me.list_parts().await {
+                Ok(Some(objects)) => me.set_listed(&objects),
+                Ok(None) => {}
+                Err(e) => tracing::debug!("listing {} in parts: {e}", me.location()),
+            }
+        });
+    }
+
+    /// Every object under the prefix, one request per first hex digit side by side, or
+    /// `None` when a part holds more than a page.
+    async fn list_parts(&self) -> Result<Option<Vec<ObjectInfo>>, BackendError> {
         let shards = (0..SHARDS).map(|digit| {
             let prefix = format!("{}{digit:x}", self.prefix);
             async move { self.backend.list_some(&prefix, SMALL_REMOTE).await }
@@ -486,6 +532,10 @@ impl RemoteTier {
         }
         let key = self.key(&action);
         match self.download(&key, action, origin, progress).await {
+            Ok(None) => {
+                self.maybe_list_parts();
+                None
+            }
             Ok(found) => found,
             // Counted where the verdict let the get go (a prefetch just stops).
             Err(Failure::Slow) => None,
@@ -536,11 +586,13 @@ impl RemoteTier {
     ) -> Result<Option<Entry>, Failure> {
         let got = waiting(&progress, 1, self.backend.get(key)).await;
         let Some(reader) = got.map_err(Failure::Backend)? else {
-            let missed = match origin {
-                Origin::Get => &self.stats.remote_misses,
-                Origin::Prefetch => &self.stats.prefetch_missing,
-            };
-            Stats::add(missed, 1);
+            match origin {
+                Origin::Get => {
+                    Stats::add(&self.stats.remote_misses, 1);
+                    self.asked_absent.fetch_add(1, Ordering::AcqRel);
+                }
+                Origin::Prefetch => Stats::add(&self.stats.prefetch_missing, 1),
+            }
             return Ok(None);
         };
         // Every download ends once the store is judged slow: nobody waits for it then.
@@ -1055,6 +1107,47 @@ mod tests {
             }
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paged_remote_past_a_page_is_listed_in_parts_once_misses_ask() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        std::fs::create_dir_all(store.join("p")).unwrap();
+        for i in 0..40u32 {
+            let name = format!("{:x}{:063x}", i % 16, i);
+            std::fs::write(store.join("p").join(name), b"x").unwrap();
+        }
+        let be = Arc::new(Scripted::over(&store).paged(10));
+        let t = tier(
+            &d.path().join("l"),
+            be.clone(),
+            LockType::Memory,
+            &d.path().join("locks"),
+        );
+        // None of these is in the store (its names are a digit, zeros, and a small number).
+        let absent = |k: u8| ActionId::from_bytes(&[k; 32]).unwrap();
+        for k in 1..ASKED_BEFORE_PARTS as u8 {
+            assert!(t.fetch(absent(k), Origin::Get).await.is_none());
+        }
+        assert_eq!(be.lists(), 1, "only the first page until enough misses ask");
+        assert_eq!(be.gets(), ASKED_BEFORE_PARTS as usize - 1);
+        assert!(t.fetch(absent(200), Origin::Get).await.is_none());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while t.listed.get().is_none() {
+            assert!(Instant::now() < deadline, "the parts were not listed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(be.lists(), 1 + SHARDS);
+        assert_eq!(t.listed.get().unwrap().len(), 40);
+        let asked = be.gets();
+        assert!(t.fetch(absent(201), Origin::Get).await.is_none());
+        assert_eq!(
+            be.gets(),
+            asked,
+            "a miss the listing knows does not ask the store"
+        );
+        assert_eq!(t.stats.snapshot().remote_absent, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! A store for unit tests that does what it is told: its first gets fail (transiently or
 //! for good) or every get hangs, each get can take a while, and what it serves is a real
-//! directory store, nothing, or an empty body for every key. It counts checks and gets.
+//! directory store, nothing, or an empty body for every key; it can list a page at a time,
+//! as S3 does. It counts checks, gets and list requests.
 //! Integration tests use real servers instead (see `tests/`).
 
 use std::path::Path;
@@ -25,7 +26,9 @@ enum Holds {
 pub(crate) struct Scripted {
     pub checks: AtomicUsize,
     pub gets: AtomicUsize,
+    pub lists: AtomicUsize,
     holds: Holds,
+    page: Option<usize>,
     fail_first: usize,
     permanent: bool,
     hang: bool,
@@ -37,7 +40,9 @@ impl Scripted {
         Scripted {
             checks: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
+            lists: AtomicUsize::new(0),
             holds,
+            page: None,
             fail_first: 0,
             permanent: false,
             hang: false,
@@ -79,8 +84,18 @@ impl Scripted {
         self
     }
 
+    /// One list request answers at most `n` objects, as S3's answers a page.
+    pub fn paged(mut self, n: usize) -> Scripted {
+        self.page = Some(n);
+        self
+    }
+
     pub fn gets(&self) -> usize {
         self.gets.load(Ordering::SeqCst)
+    }
+
+    pub fn lists(&self) -> usize {
+        self.lists.load(Ordering::SeqCst)
     }
 }
 
@@ -135,5 +150,16 @@ impl Backend for Scripted {
             Holds::Dir(d) => d.list(prefix).await,
             _ => Ok(vec![]),
         }
+    }
+    fn lists_by_page(&self) -> bool {
+        self.page.is_some()
+    }
+    async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        let max = self.page.map_or(max, |page| page.min(max));
+        let mut all = self.list(prefix).await?;
+        let complete = all.len() <= max;
+        all.truncate(max);
+        Ok((all, complete))
     }
 }
