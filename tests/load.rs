@@ -1,8 +1,9 @@
 //! Load: eight go commands at once (builds and tests of four modules), each with its own
 //! helper process, all sharing one local cache dir and one S3 bucket on moto_server; three
 //! rounds: cold, warm, and a fresh local dir against the warm bucket. Every command must
-//! succeed with correct output, no helper may see a damaged entry or a remote failure, and
-//! each helper's peak memory stays bounded. The figures are printed for the README.
+//! succeed with correct output, no helper may see a damaged entry, a bad request or a remote
+//! failure other than a slow answer, or lose an upload, and each helper's peak memory stays
+//! bounded. The figures are printed for the README.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ struct Totals {
     uploads: u64,
     uploads_existing: u64,
     max_rss: u64,
+    /// Helpers that met a slow answer (a missed deadline or a slow verdict).
+    slowed: u64,
 }
 
 impl Totals {
@@ -92,10 +95,14 @@ fn eight_concurrent_go_commands_share_one_cache_dir_and_one_bucket() {
                 "{round}: a go command failed:\n{stdout}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
+            let s = stats(&stats_path);
+            // A helper that met a slow answer builds (or tests) what it could not fetch in
+            // time, as it should: only then may a warm round miss.
+            let slowed = s.slow_verdicts + s.remote_errors + s.manifest_rejected > 0;
             if test {
                 let ok = format!("ok  \texample.com/small{module}/lib");
                 assert!(stdout.contains(&ok), "{round}: {stdout}");
-                if round_no > 0 {
+                if round_no > 0 && !slowed {
                     assert!(stdout.contains("(cached)"), "{round}: {stdout}");
                 }
             } else {
@@ -106,29 +113,50 @@ fn eight_concurrent_go_commands_share_one_cache_dir_and_one_bucket() {
                     "{round}: module {module}'s binary"
                 );
             }
-            let s = stats(&stats_path);
             assert_eq!(
                 s.corrupt_dropped + s.remote_corrupt + s.get_errors + s.put_errors,
                 0,
                 "{round}: {s:?}"
             );
-            assert_eq!(s.protocol_errors + s.remote_errors, 0, "{round}: {s:?}");
-            assert_eq!(
-                s.upload_failures + s.uploads_dropped + s.uploads_not_done,
-                0,
-                "{round}: {s:?}"
+            assert_eq!(s.protocol_errors, 0, "{round}: {s:?}");
+            assert_eq!(s.upload_failures + s.uploads_dropped, 0, "{round}: {s:?}");
+            // Eight go commands, eight helpers and moto on two cores can leave moto past a
+            // call's deadline (CI, 2026-12-01, a machine 1.9x slower than usual: a get over
+            // 3 s; here, beside a compile: a listing over 10 s), and a helper may then judge
+            // the store slow and, by design, leave its last uploads local at close. Those are
+            // misses, counted, never partial: allowed, and only they. Any other remote
+            // problem fails the test.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let overload = |l: &&str| {
+                ["no answer within", "timed out", "too slow"]
+                    .iter()
+                    .any(|slow| l.contains(slow))
+            };
+            let warns: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+            assert!(
+                warns.iter().all(overload),
+                "{round}: a remote problem other than a slow answer: {warns:#?}\n{s:?}"
+            );
+            assert!(
+                s.remote_errors == 0 || warns.iter().any(overload),
+                "{round}: remote errors with no warning: {s:?}"
+            );
+            assert!(
+                s.uploads_not_done == 0 || s.slow_verdicts > 0,
+                "{round}: uploads left at close with no slow verdict: {s:?}"
             );
             assert!(
                 s.peak_rss_bytes > 0 && s.peak_rss_bytes < RSS_LIMIT,
                 "{round}: peak RSS {} bytes: {s:?}",
                 s.peak_rss_bytes
             );
-            if round_no > 0 {
-                // Only the link of a main package is never cached.
+            // Only the link of a main package is never cached.
+            if round_no > 0 && !slowed {
                 assert_warm(&s, if test { 0 } else { 1 });
             }
             totals.add(&s);
             all.add(&s);
+            totals.slowed += u64::from(slowed);
         }
         match *round {
             "cold" => assert!(totals.uploads > 0),
@@ -137,7 +165,8 @@ fn eight_concurrent_go_commands_share_one_cache_dir_and_one_bucket() {
         }
         eprintln!(
             "load: round {round}: {COMMANDS} concurrent go commands in {:.1}s: {} gets, {} hits \
-             ({} local, {} remote), {} puts, {} uploads ({} already there), max helper RSS {:.1} MiB",
+             ({} local, {} remote), {} puts, {} uploads ({} already there), max helper RSS {:.1} MiB, \
+             {} helpers met a slow answer",
             start.elapsed().as_secs_f64(),
             totals.gets,
             totals.hits,
@@ -146,7 +175,8 @@ fn eight_concurrent_go_commands_share_one_cache_dir_and_one_bucket() {
             totals.puts,
             totals.uploads,
             totals.uploads_existing,
-            totals.max_rss as f64 / (1 << 20) as f64
+            totals.max_rss as f64 / (1 << 20) as f64,
+            totals.slowed
         );
     }
     assert_bodies_intact(&t.path("local-a"));
