@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use gobuildcache::config::{AzureSettings, Secret};
 use gobuildcache::store::azure::AzureBackend;
-use gobuildcache::store::Backend;
+use gobuildcache::store::{Backend, Payload};
 use sha2::{Digest, Sha256};
 
 use crate::moto::block_on;
@@ -184,7 +184,9 @@ impl Azurite {
         std::fs::write(f.path(), data).unwrap();
         block_on(async {
             b.delete(key).await.unwrap();
-            b.put(key, f.path(), data.len() as u64).await.unwrap();
+            b.put(key, &Payload::file(f.path(), data.len() as u64))
+                .await
+                .unwrap();
         });
     }
 

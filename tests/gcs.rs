@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use gobuildcache::store::gcs::GcsBackend;
-use gobuildcache::store::{Backend, BackendError, PutOutcome};
+use gobuildcache::store::{Backend, BackendError, Payload, PutOutcome};
 
 use crate::fake_gcs::FakeGcs;
 use crate::util::TestDir;
@@ -69,14 +69,14 @@ async fn list_by_prefix_across_pages() {
         let body = vec![b'x'; i];
         let src = write(&t, &format!("f{i}"), &body);
         assert_eq!(
-            b.put(&key, &src, i as u64).await.unwrap(),
+            b.put(&key, &Payload::file(&src, i as u64)).await.unwrap(),
             PutOutcome::Stored
         );
         want.push((key, i as u64));
     }
     for other in ["gobuildcache-other/x", "elsewhere/y"] {
         let src = write(&t, "other", b"zz");
-        b.put(other, &src, 2).await.unwrap();
+        b.put(other, &Payload::file(&src, 2)).await.unwrap();
     }
     // The emulator must really paginate, or this test would not exercise our page loop.
     let (status, page) = server.request("GET", "/storage/v1/b/listing/o?maxResults=2", b"");
@@ -119,7 +119,10 @@ async fn check_passes_on_a_bucket_and_fails_permanently_on_a_missing_one() {
     // Uploading into it is permanent too; a get is just a miss.
     let t = TestDir::new();
     let src = write(&t, "body", b"bytes");
-    let e = missing.put("gobuildcache/k", &src, 5).await.unwrap_err();
+    let e = missing
+        .put("gobuildcache/k", &Payload::file(&src, 5))
+        .await
+        .unwrap_err();
     assert!(!e.is_transient(), "{e}");
     assert!(
         e.to_string().contains("gs://no-such-bucket/gobuildcache/k"),
@@ -136,10 +139,13 @@ async fn a_file_of_the_wrong_size_is_not_uploaded() {
     let (server, b) = setup("sizes");
     let t = TestDir::new();
     let src = write(&t, "body", b"12345");
-    let e = b.put("gobuildcache/k", &src, 9).await.unwrap_err();
+    let e = b
+        .put("gobuildcache/k", &Payload::file(&src, 9))
+        .await
+        .unwrap_err();
     assert!(!e.is_transient(), "{e}");
     let e = b
-        .put("gobuildcache/k", &t.path("absent"), 1)
+        .put("gobuildcache/k", &Payload::file(t.path("absent"), 1))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("absent"), "{e}");
@@ -202,7 +208,7 @@ async fn uploads_have_a_length_and_send_no_credentials_to_an_emulator() {
     let body = pattern(300_000);
     let src = write(&t, "body", &body);
     assert_eq!(
-        b.put("gobuildcache/k", &src, body.len() as u64)
+        b.put("gobuildcache/k", &Payload::file(&src, body.len() as u64))
             .await
             .unwrap(),
         PutOutcome::Stored

@@ -1145,7 +1145,7 @@ fn http_rclone_clear_remote_deletes_only_its_prefix() {
 /// valid object per key, and a fresh machine builds from them, correct and fully warm.
 #[test]
 fn http_without_create_only_racing_writers_are_harmless() {
-    use gobuildcache::store::{http::HttpBackend, Backend, PutOutcome};
+    use gobuildcache::store::{http::HttpBackend, Backend, Payload, PutOutcome};
     let store = HttpStore::rclone();
     let t = TestDir::new();
     let (a, b) = (t.path("a"), t.path("b"));
@@ -1158,9 +1158,15 @@ fn http_without_create_only_racing_writers_are_harmless() {
     .unwrap();
     crate::moto::block_on(async {
         let k = "gobuildcache/race/k";
-        assert_eq!(backend.put(k, &a, 5).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            backend.put(k, &Payload::file(&a, 5)).await.unwrap(),
+            PutOutcome::Stored
+        );
         // What this server gives: the second writer wins (wsgidav answers 412 instead).
-        assert_eq!(backend.put(k, &b, 7).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            backend.put(k, &Payload::file(&b, 7)).await.unwrap(),
+            PutOutcome::Stored
+        );
         backend.delete(k).await.unwrap();
     });
     assert_eq!(store.read_opt("gobuildcache/race/k"), None);

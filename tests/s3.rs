@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use gobuildcache::store::s3::S3Backend;
-use gobuildcache::store::{Backend, BackendError};
+use gobuildcache::store::{Backend, BackendError, Payload};
 
 use crate::moto::Moto;
 use crate::util::TestDir;
@@ -43,12 +43,16 @@ async fn list_paginates_under_prefix() {
         let data = body(i + 1, i as u64);
         std::fs::write(&src, &data).unwrap();
         let key = format!("p/{i:03}");
-        b.put(&key, &src, data.len() as u64).await.unwrap();
+        b.put(&key, &Payload::file(&src, data.len() as u64))
+            .await
+            .unwrap();
         want.push((key, data.len() as u64));
     }
     for i in 0..3 {
         std::fs::write(&src, b"q").unwrap();
-        b.put(&format!("q/{i}"), &src, 1).await.unwrap();
+        b.put(&format!("q/{i}"), &Payload::file(&src, 1))
+            .await
+            .unwrap();
     }
     let got: Vec<(String, u64)> = b
         .list("p/")
@@ -86,7 +90,7 @@ async fn missing_bucket_is_a_permanent_error_naming_it() {
 
     let src = t.path("src");
     std::fs::write(&src, b"x").unwrap();
-    let e = b.put("k/1", &src, 1).await.unwrap_err();
+    let e = b.put("k/1", &Payload::file(&src, 1)).await.unwrap_err();
     assert!(!e.is_transient(), "{e}");
     assert!(message(&e).contains("put s3://no-such-bucket/k/1"), "{e}");
     assert!(b.list("k/").await.unwrap_err().to_string().contains("list"));
@@ -107,7 +111,7 @@ async fn bad_credentials_are_permanent_and_never_printed() {
     let errors = vec![
         b.check().await.unwrap_err(),
         b.get("k/1").await.err().expect("refused"),
-        b.put("k/1", &src, 1).await.unwrap_err(),
+        b.put("k/1", &Payload::file(&src, 1)).await.unwrap_err(),
         b.list("k/").await.unwrap_err(),
         b.delete("k/1").await.unwrap_err(),
     ];
@@ -155,7 +159,7 @@ async fn hung_server_times_out_as_transient() {
     let e = b.get("k/1").await.err().expect("an error, not a miss");
     assert!(e.is_transient(), "{e}");
     assert!(message(&e).contains("timed out"), "{e}");
-    let e = b.put("k/1", &src, 1).await.unwrap_err();
+    let e = b.put("k/1", &Payload::file(&src, 1)).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert!(
         start.elapsed() < Duration::from_secs(6),
@@ -202,7 +206,9 @@ async fn harness_env_configures_the_backend() {
     let t = TestDir::new();
     let src = t.path("src");
     std::fs::write(&src, b"hello").unwrap();
-    b.put("gobuildcache/x", &src, 5).await.unwrap();
+    b.put("gobuildcache/x", &Payload::file(&src, 5))
+        .await
+        .unwrap();
     assert_eq!(m.keys("gbc-env", ""), ["gobuildcache/x"]);
     assert_eq!(m.get_object("gbc-env", "gobuildcache/x").unwrap(), b"hello");
 }

@@ -13,7 +13,7 @@ use gobuildcache::store::disk::DiskBackend;
 use gobuildcache::store::gcs::GcsBackend;
 use gobuildcache::store::http::HttpBackend;
 use gobuildcache::store::s3::S3Backend;
-use gobuildcache::store::{Backend, BackendError, PutOutcome};
+use gobuildcache::store::{Backend, BackendError, Payload, PutOutcome};
 use tokio::io::AsyncReadExt;
 
 use crate::azurite::Azurite;
@@ -257,7 +257,9 @@ async fn keeps_the_contract<S: Subject>() {
     // A multi-MB body streams both ways, under its exact name; an empty one is an object too.
     let big = pattern((5 << 20) + 17);
     let key = "gobuildcache/ab/abcdef0123";
-    let put = b.put(key, &file("big", &big), big.len() as u64).await;
+    let put = b
+        .put(key, &Payload::file(file("big", &big), big.len() as u64))
+        .await;
     assert_eq!(put.unwrap(), PutOutcome::Stored);
     let got = read(&*b, key).await.expect("just stored");
     assert!(
@@ -266,7 +268,9 @@ async fn keeps_the_contract<S: Subject>() {
         got.len(),
         big.len()
     );
-    let put = b.put("gobuildcache/empty", &file("empty", b""), 0).await;
+    let put = b
+        .put("gobuildcache/empty", &Payload::file(file("empty", b""), 0))
+        .await;
     assert_eq!(put.unwrap(), PutOutcome::Stored);
     assert_eq!(read(&*b, "gobuildcache/empty").await.unwrap(), b"");
     assert_eq!(
@@ -277,7 +281,7 @@ async fn keeps_the_contract<S: Subject>() {
     // Create-only: a second put of a key leaves the first body.
     let other = file("other", b"a different body");
     assert_eq!(
-        b.put(key, &other, 16).await.unwrap(),
+        b.put(key, &Payload::file(&other, 16)).await.unwrap(),
         PutOutcome::AlreadyExists
     );
     assert!(read(&*b, key).await.unwrap() == big, "the first body stays");
@@ -287,7 +291,10 @@ async fn keeps_the_contract<S: Subject>() {
     assert!(b.get(key).await.unwrap().is_none());
     b.delete(key).await.unwrap();
     b.delete("gobuildcache/never-was").await.unwrap();
-    assert_eq!(b.put(key, &other, 16).await.unwrap(), PutOutcome::Stored);
+    assert_eq!(
+        b.put(key, &Payload::file(&other, 16)).await.unwrap(),
+        PutOutcome::Stored
+    );
     assert_eq!(read(&*b, key).await.unwrap(), b"a different body");
 
     // List: every object under a prefix with its size, nothing outside it.
@@ -297,12 +304,15 @@ async fn keeps_the_contract<S: Subject>() {
     ];
     for i in 0..11usize {
         let k = format!("gobuildcache/{i:02}/obj");
-        b.put(&k, &file(&format!("f{i}"), &vec![b'x'; i]), i as u64)
-            .await
-            .unwrap();
+        b.put(
+            &k,
+            &Payload::file(file(&format!("f{i}"), &vec![b'x'; i]), i as u64),
+        )
+        .await
+        .unwrap();
         want.push((k, i as u64));
     }
-    b.put("gobuildcache-other/x", &file("o", b"zz"), 2)
+    b.put("gobuildcache-other/x", &Payload::file(file("o", b"zz"), 2))
         .await
         .unwrap();
     let list = |prefix: &'static str| {
@@ -331,7 +341,10 @@ async fn keeps_the_contract<S: Subject>() {
     let e = missing.check().await.unwrap_err();
     assert!(!e.is_transient(), "{e}");
     names(&e, &name);
-    let e = missing.put("gobuildcache/k", &other, 16).await.unwrap_err();
+    let e = missing
+        .put("gobuildcache/k", &Payload::file(&other, 16))
+        .await
+        .unwrap_err();
     assert!(!e.is_transient(), "{e}");
     names(&e, &name);
     if let Err(e) = missing.get("gobuildcache/k").await {
@@ -347,7 +360,9 @@ async fn keeps_the_contract<S: Subject>() {
                 .await
                 .err()
                 .expect("an error, not a miss"),
-            u.put("gobuildcache/k", &other, 16).await.unwrap_err(),
+            u.put("gobuildcache/k", &Payload::file(&other, 16))
+                .await
+                .unwrap_err(),
             u.delete("gobuildcache/k").await.unwrap_err(),
             u.list("gobuildcache/").await.unwrap_err(),
         ];
@@ -366,7 +381,10 @@ async fn keeps_the_contract<S: Subject>() {
         let start = Instant::now();
         let e = b.get(key).await.err().expect("an error, not a miss");
         assert!(e.is_transient(), "{e}");
-        let e = b.put("gobuildcache/k2", &other, 16).await.unwrap_err();
+        let e = b
+            .put("gobuildcache/k2", &Payload::file(&other, 16))
+            .await
+            .unwrap_err();
         assert!(e.is_transient(), "{e}");
         assert!(
             start.elapsed() < Duration::from_secs(5),

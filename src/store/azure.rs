@@ -26,7 +26,6 @@
 //! runner that has them set means them; the ambient chain is the fallback, as for S3.
 
 use std::io;
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,7 +40,9 @@ use object_store::{
 use tokio::io::AsyncReadExt;
 
 use super::error_chain as chain;
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{
+    local_error, Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome,
+};
 use crate::config::{redact_url, AzureSettings};
 use crate::Error;
 
@@ -291,7 +292,7 @@ impl AzureBackend {
         &self,
         key: &str,
         path: &ObjPath,
-        file: tokio::fs::File,
+        file: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     ) -> BackendResult<()> {
         let upload = self
             .store
@@ -368,49 +369,38 @@ impl Backend for AzureBackend {
         Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, payload: &Payload) -> BackendResult<PutOutcome> {
         let target = self.path("put", key)?;
-        let local = |e: io::Error| {
-            let msg = format!(
-                "azure put {}: reading {}: {e}",
-                self.target(key),
-                path.display()
-            );
-            match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
-                    BackendError::Permanent(msg)
-                }
-                _ => BackendError::Transient(msg),
-            }
-        };
-        let file = tokio::fs::File::open(path).await.map_err(local)?;
-        let len = file.metadata().await.map_err(local)?.len();
-        if len != size {
-            return Err(BackendError::Permanent(format!(
-                "azure put {}: {} has {len} bytes, expected {size}",
-                self.target(key),
-                path.display()
-            )));
-        }
+        let what = format!("azure put {}", self.target(key));
+        let size = payload.size();
         if size > SINGLE_PUT_MAX {
             match self.store.head(&target).await {
                 Ok(_) => return Ok(PutOutcome::AlreadyExists),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(self.error("put", key, e)),
             }
-            self.put_blocks(key, &target, file).await?;
+            let body = payload.reader(&what).await?;
+            self.put_blocks(key, &target, body).await?;
             return Ok(PutOutcome::Stored);
         }
-        let mut body = Vec::with_capacity(size as usize);
-        let mut file = file;
-        file.read_to_end(&mut body).await.map_err(local)?;
+        let body = match payload {
+            Payload::Bytes(b) => b.clone(),
+            Payload::File { path, .. } => {
+                let mut body = Vec::with_capacity(size as usize);
+                let mut file = payload.reader(&what).await?;
+                file.read_to_end(&mut body)
+                    .await
+                    .map_err(|e| local_error(&what, path, e))?;
+                Bytes::from(body)
+            }
+        };
         let opts = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
         match self
             .store
-            .put_opts(&target, PutPayload::from(Bytes::from(body)), opts)
+            .put_opts(&target, PutPayload::from(body), opts)
             .await
         {
             Ok(_) => Ok(PutOutcome::Stored),

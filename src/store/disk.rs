@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 
 pub struct DiskBackend {
     root: PathBuf,
@@ -72,10 +72,10 @@ impl Backend for DiskBackend {
         }
     }
 
-    async fn put(&self, key: &str, path: &Path, _size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, body: &Payload) -> BackendResult<PutOutcome> {
         let dest = self.path(key)?;
         let parent = dest.parent().expect("keys have a parent").to_path_buf();
-        let src = path.to_path_buf();
+        let body = body.clone();
         let root = self.root.clone();
         // Copy to a unique temp name, then link: link(2) fails if the key exists, which is
         // the if-absent semantics, and readers never see a partial object.
@@ -86,15 +86,20 @@ impl Backend for DiskBackend {
                 std::process::id(),
                 rand::random::<u64>()
             ));
-            let res = std::fs::copy(&src, &tmp)
-                .map_err(|e| err("writing", &tmp, e))
-                .and_then(|_| match std::fs::hard_link(&tmp, &dest) {
-                    Ok(()) => Ok(PutOutcome::Stored),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        Ok(PutOutcome::AlreadyExists)
-                    }
-                    Err(e) => Err(err("publishing", &dest, e)),
-                });
+            let written = match &body {
+                Payload::File { path, .. } => std::fs::copy(path, &tmp).map(|_| ()),
+                Payload::Bytes(b) => std::fs::write(&tmp, b),
+            };
+            let res =
+                written.map_err(|e| err("writing", &tmp, e)).and_then(
+                    |_| match std::fs::hard_link(&tmp, &dest) {
+                        Ok(()) => Ok(PutOutcome::Stored),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            Ok(PutOutcome::AlreadyExists)
+                        }
+                        Err(e) => Err(err("publishing", &dest, e)),
+                    },
+                );
             let _ = std::fs::remove_file(&tmp);
             res
         })
@@ -211,10 +216,13 @@ mod tests {
         let src = d.path().join("src");
         std::fs::write(&src, b"object").unwrap();
         assert!(b.get("p/k1").await.unwrap().is_none());
-        assert_eq!(b.put("p/k1", &src, 6).await.unwrap(), PutOutcome::Stored);
+        assert_eq!(
+            b.put("p/k1", &Payload::file(&src, 6)).await.unwrap(),
+            PutOutcome::Stored
+        );
         std::fs::write(&src, b"other").unwrap();
         assert_eq!(
-            b.put("p/k1", &src, 5).await.unwrap(),
+            b.put("p/k1", &Payload::file(&src, 5)).await.unwrap(),
             PutOutcome::AlreadyExists
         );
         let mut body = Vec::new();
@@ -226,7 +234,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body, b"object", "never overwritten");
-        b.put("q/k2", &src, 5).await.unwrap();
+        b.put("q/k2", &Payload::file(&src, 5)).await.unwrap();
         let keys: Vec<String> = b
             .list("p/")
             .await

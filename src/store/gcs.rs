@@ -30,8 +30,8 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::OnceCell;
 
 use super::error_chain as chain;
-use super::{local_error, transport_error};
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::transport_error;
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 use crate::Error;
 
 const PUBLIC_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -390,22 +390,10 @@ impl Backend for GcsBackend {
         Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, payload: &Payload) -> BackendResult<PutOutcome> {
         let what = self.what("put", key);
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| local_error(&what, path, e))?;
-        let len = file
-            .metadata()
-            .await
-            .map_err(|e| local_error(&what, path, e))?
-            .len();
-        if len != size {
-            return Err(BackendError::Permanent(format!(
-                "{what}: {} has {len} bytes, expected {size}",
-                path.display()
-            )));
-        }
+        let size = payload.size();
+        let file = payload.reader(&what).await?;
         let mut url = self.url(&["upload", "storage", "v1", "b", &self.bucket, "o"]);
         url.query_pairs_mut()
             .append_pair("uploadType", "multipart")

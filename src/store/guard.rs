@@ -4,14 +4,13 @@
 //! deadline, transient failures get a bounded number of jittered retries, and a backend that
 //! keeps failing is not called at all for a while: every get is then a fast local-only miss.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 
 /// Deadlines and retry counts. The defaults suit a build cache: a get that takes seconds
 /// has already cost more than most compiles it could save.
@@ -287,15 +286,13 @@ impl Backend for Guarded {
         )
         .await
     }
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, body: &Payload) -> BackendResult<PutOutcome> {
         let l = &self.limits;
         // A big body (a test binary, a warm-start pack) gets a second per 4 MiB on top: the
         // deadline is for a stuck upload, not a long one.
-        let timeout = l.put_timeout + Duration::from_secs(size >> 22);
-        self.call("put", timeout, l.put_attempts, || {
-            self.inner.put(key, path, size)
-        })
-        .await
+        let timeout = l.put_timeout + Duration::from_secs(body.size() >> 22);
+        self.call("put", timeout, l.put_attempts, || self.inner.put(key, body))
+            .await
     }
     async fn delete(&self, key: &str) -> BackendResult<()> {
         let l = &self.limits;

@@ -22,7 +22,6 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,8 +31,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::error_chain as chain;
-use super::{local_error, transport_error};
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::transport_error;
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 use crate::config::{redact_url, HttpSettings};
 use crate::Error;
 
@@ -156,11 +155,10 @@ impl HttpBackend {
         }
     }
 
-    async fn put_once(&self, key: &str, path: &Path, size: u64) -> BackendResult<Response> {
+    async fn put_once(&self, key: &str, payload: &Payload) -> BackendResult<Response> {
         let what = self.what("put", key);
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| local_error(&what, path, e))?;
+        let size = payload.size();
+        let file = payload.reader(&what).await?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
             file,
             256 * 1024,
@@ -351,23 +349,13 @@ impl Backend for HttpBackend {
         Ok(Some(Box::new(tokio_util::io::StreamReader::new(stream))))
     }
 
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, payload: &Payload) -> BackendResult<PutOutcome> {
         let what = self.what("put", key);
-        let len = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| local_error(&what, path, e))?
-            .len();
-        if len != size {
-            return Err(BackendError::Permanent(format!(
-                "{what}: {} has {len} bytes, expected {size}",
-                path.display()
-            )));
-        }
-        let mut resp = self.put_once(key, path, size).await?;
+        let mut resp = self.put_once(key, payload).await?;
         if resp.status() == StatusCode::CONFLICT && key.contains('/') {
             let _ = resp.bytes().await;
             self.make_parents(key).await?;
-            resp = self.put_once(key, path, size).await?;
+            resp = self.put_once(key, payload).await?;
         }
         match resp.status() {
             s if s.is_success() => {

@@ -9,7 +9,6 @@
 //! message, HTTP status, request id). We never print the SDK's `Debug` or `DisplayErrorContext`,
 //! which can carry request details.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use aws_sdk_s3::operation::RequestId;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 use crate::config::AwsSettings;
 use crate::Error;
 
@@ -199,17 +198,20 @@ impl S3Backend {
     async fn put_object(
         &self,
         key: &str,
-        path: &Path,
-        size: u64,
+        payload: &Payload,
         if_absent: bool,
     ) -> Result<PutOutcome, PutFailure> {
-        let body = ByteStream::from_path(path).await.map_err(|e| {
-            PutFailure::Other(BackendError::Permanent(self.scrub(format!(
-                "put {}: reading {}: {e}",
-                self.target(key),
-                path.display()
-            ))))
-        })?;
+        let size = payload.size();
+        let body = match payload {
+            Payload::File { path, .. } => ByteStream::from_path(path).await.map_err(|e| {
+                PutFailure::Other(BackendError::Permanent(self.scrub(format!(
+                    "put {}: reading {}: {e}",
+                    self.target(key),
+                    path.display()
+                ))))
+            })?,
+            Payload::Bytes(b) => ByteStream::from(b.clone()),
+        };
         let mut req = self
             .client
             .put_object()
@@ -500,9 +502,9 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, body: &Payload) -> BackendResult<PutOutcome> {
         if !self.no_conditional_put.load(Ordering::Relaxed) {
-            match self.put_object(key, path, size, true).await {
+            match self.put_object(key, body, true).await {
                 Ok(o) => return Ok(o),
                 Err(PutFailure::Other(e)) => return Err(e),
                 Err(PutFailure::ConditionalUnsupported) => {
@@ -531,7 +533,7 @@ impl Backend for S3Backend {
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(self.error("head", Some(key), e)),
         }
-        match self.put_object(key, path, size, false).await {
+        match self.put_object(key, body, false).await {
             Ok(o) => Ok(o),
             Err(PutFailure::Other(e)) => Err(e),
             Err(PutFailure::ConditionalUnsupported) => Err(BackendError::Permanent(format!(
@@ -851,9 +853,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         std::fs::write(&src, b"body").unwrap();
-        assert_eq!(b.put("k", &src, 4).await.unwrap(), PutOutcome::Stored);
         assert_eq!(
-            b.put("k", &src, 4).await.unwrap(),
+            b.put("k", &Payload::file(&src, 4)).await.unwrap(),
+            PutOutcome::Stored
+        );
+        assert_eq!(
+            b.put("k", &Payload::file(&src, 4)).await.unwrap(),
             PutOutcome::AlreadyExists
         );
         assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::disk::DiskBackend;
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 
 /// What a get that does not fail finds.
 enum Holds {
@@ -133,9 +133,9 @@ impl Backend for Scripted {
             Holds::Dir(d) => d.get(key).await,
         }
     }
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, body: &Payload) -> BackendResult<PutOutcome> {
         match &self.holds {
-            Holds::Dir(d) => d.put(key, path, size).await,
+            Holds::Dir(d) => d.put(key, body).await,
             _ => Ok(PutOutcome::Stored),
         }
     }

@@ -1,12 +1,11 @@
 //! Rules in front of any store: read-only mode and fault injection. Each call is asked
 //! first whether it may go ahead; one wrapper forwards what is let through.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, PutOutcome};
+use super::{Backend, BackendError, BackendResult, BodyReader, ObjectInfo, Payload, PutOutcome};
 
 /// What a [`Gated`] store refuses.
 #[derive(Clone, Copy, Debug)]
@@ -55,9 +54,9 @@ impl Backend for Gated {
         self.allow("getting", false)?;
         self.inner.get(key).await
     }
-    async fn put(&self, key: &str, path: &Path, size: u64) -> BackendResult<PutOutcome> {
+    async fn put(&self, key: &str, body: &Payload) -> BackendResult<PutOutcome> {
         self.allow("writing", true)?;
-        self.inner.put(key, path, size).await
+        self.inner.put(key, body).await
     }
     async fn delete(&self, key: &str) -> BackendResult<()> {
         self.allow("deleting", true)?;
@@ -87,7 +86,10 @@ mod tests {
         let g = Gated::new(s.clone(), Rule::ReadOnly);
         assert!(g.get("k").await.unwrap().is_some());
         assert!(g.list("").await.is_ok());
-        let e = g.put("k", Path::new("/nonexistent"), 0).await.unwrap_err();
+        let e = g
+            .put("k", &Payload::file("/nonexistent", 0))
+            .await
+            .unwrap_err();
         assert!(
             !e.is_transient() && e.to_string().contains("read-only"),
             "{e}"
@@ -116,6 +118,6 @@ mod tests {
         }
         assert!((120..280).contains(&failed), "{failed} of 400");
         let never = Gated::new(Arc::new(Scripted::empty()), Rule::Faults(0.0));
-        assert!(never.put("k", Path::new("x"), 0).await.is_ok());
+        assert!(never.put("k", &Payload::file("x", 0)).await.is_ok());
     }
 }

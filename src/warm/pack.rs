@@ -48,7 +48,7 @@ use crate::remote::tier::{
 };
 use crate::stats::Stats;
 use crate::store::idle::IdleTimeout;
-use crate::store::{Backend, BackendError};
+use crate::store::{Backend, BackendError, Payload};
 use crate::Entry;
 
 /// Pack groups (one per publishing run) kept per manifest name after a publish, and read:
@@ -452,7 +452,10 @@ impl Packs {
         if count == 0 {
             return Ok(0);
         }
-        self.tier.put_new(key, &tmp, size).await.map(|()| count)
+        self.tier
+            .put_new(key, &Payload::file(&tmp.0, size))
+            .await
+            .map(|()| count)
     }
 
     /// Writes stored uploads' encoded objects (each already a frame) as one pack and stores
@@ -467,15 +470,21 @@ impl Packs {
             let (file, tmp) = me.tier.local.temp_file().map_err(io::Error::other)?;
             let guard = TempFile(tmp);
             let mut w = BufWriter::with_capacity(256 * 1024, file);
-            let items: Vec<(ActionId, u64)> = batch.iter().map(|s| (s.action, s.size)).collect();
+            let items: Vec<(ActionId, u64)> =
+                batch.iter().map(|s| (s.action, s.body.size())).collect();
             w.write_all(&encode_index(&items))?;
             for s in &batch {
-                let mut frame = std::fs::File::open(&s.file.0)?;
-                if io::copy(&mut frame, &mut w)? != s.size {
-                    return Err(io::Error::other(format!(
-                        "{} changed size",
-                        s.file.0.display()
-                    )));
+                match &s.body {
+                    Payload::Bytes(b) => w.write_all(b)?,
+                    Payload::File { path, size } => {
+                        let mut frame = std::fs::File::open(path)?;
+                        if io::copy(&mut frame, &mut w)? != *size {
+                            return Err(io::Error::other(format!(
+                                "{} changed size",
+                                path.display()
+                            )));
+                        }
+                    }
                 }
             }
             w.flush()?;
@@ -485,7 +494,10 @@ impl Packs {
         .await
         .map_err(|e| UploadError::Failed(format!("pack task: {e}")))?
         .map_err(|e| UploadError::Failed(format!("writing the pack: {e}")))?;
-        self.tier.put_new(key, &tmp, size).await.map(|()| ids)
+        self.tier
+            .put_new(key, &Payload::file(&tmp.0, size))
+            .await
+            .map(|()| ids)
     }
 
     /// Returns (entries, bytes) written: the index first (its lengths filled in last), then
@@ -597,8 +609,10 @@ mod tests {
         )
     }
 
+    /// The sixth is over a MiB: uploaded from a temp file, the others from memory.
     fn body(i: u8) -> Vec<u8> {
-        format!("output {i} ").repeat(100 + i as usize).into_bytes()
+        let n = if i == 5 { 120_000 } else { 100 + i as usize };
+        format!("output {i} ").repeat(n).into_bytes()
     }
 
     /// Uploads' encoded objects, as stored, make packs a fresh dir streams whole: two packs
@@ -624,6 +638,8 @@ mod tests {
         }
         let mut stored = std::mem::take(&mut *kept.lock().unwrap());
         assert_eq!(stored.len(), 6, "every stored upload reaches the sink");
+        let in_files = stored.iter().filter(|s| s._tmp.is_some()).count();
+        assert_eq!(in_files, 1, "only the big one went through a temp file");
         let group = group("p/manifests/x/", std::time::SystemTime::now());
         let (k0, k1) = (key(&group, 0), key(&group, 1));
         let writer = Packs {

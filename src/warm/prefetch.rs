@@ -453,7 +453,7 @@ impl Prefetch {
     /// is not kept is deleted (dropping a [`Stored`] removes its file).
     fn stage(self: &Arc<Self>, s: Stored) {
         // A big object alone is as fast to fetch by itself as in a pack.
-        if !self.publishing.load(Ordering::Acquire) || s.size > pack::CHUNK {
+        if !self.publishing.load(Ordering::Acquire) || s.body.size() > pack::CHUNK {
             return;
         }
         let batch = {
@@ -461,7 +461,7 @@ impl Prefetch {
             if st.off {
                 return;
             }
-            st.bytes += s.size;
+            st.bytes += s.body.size();
             st.batch.push(s);
             if st.bytes < pack::CHUNK {
                 return;
