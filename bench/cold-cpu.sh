@@ -33,5 +33,5 @@ EOW
 chmod +x "$W/helper.sh"
 GOCACHEPROG="$W/helper.sh" GOCACHE="$W/gocache" GOTOOLCHAIN=local GOFLAGS= \
     /usr/bin/time -f "go build std: %e s" go build std
-python3 -c "import json; s = json.load(open('$W/stats.json')); print({k: s.get(k) for k in ['puts', 'uploads', 'bytes_up', 'pack_published', 'cpu_us', 'close_us', 'peak_rss_bytes']})"
+python3 -c "import json; s = json.load(open('$W/stats.json')); print({k: s.get(k) for k in ['puts', 'uploads', 'bytes_up', 'pack_published', 'cpu_us', 'cpu_system_us', 'close_us', 'peak_rss_bytes']})"
 echo "$W"

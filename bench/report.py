@@ -123,7 +123,11 @@ def max_rss(rs):
 
 def cpu(s):
     """Our helper's own CPU time from its stats ('-' when the helper does not report it)."""
-    return f"{s['cpu_us'] / 1e6:.2f} s" if "cpu_us" in s else "-"
+    if "cpu_us" not in s:
+        return "-"
+    if "cpu_system_us" not in s:
+        return f"{s['cpu_us'] / 1e6:.2f} s"
+    return f"{s['cpu_us'] / 1e6:.2f} s ({s['cpu_system_us'] / 1e6:.2f} s system)"
 
 
 def max_close(rs):

@@ -314,6 +314,8 @@ type Stats struct {
 	PeakRSSBytes uint64    `json:"peak_rss_bytes"`
 	// CPUUs is the CPU time (user + system) the cache's process used so far.
 	CPUUs uint64 `json:"cpu_us"`
+	// CPUSystemUs is the kernel's part of CPUUs (files, renames, sockets).
+	CPUSystemUs uint64 `json:"cpu_system_us"`
 }
 
 // Quantiles are latencies in microseconds.

@@ -140,6 +140,10 @@ pub struct StatsSnapshot {
     /// resolution (Linux; 0 elsewhere): what the helper costs the machine the build runs on.
     #[serde(default)]
     pub cpu_us: u64,
+    /// The system (kernel) part of `cpu_us`: file creation, renames and sockets. Kept apart
+    /// because it depends on the file system more than on this code.
+    #[serde(default)]
+    pub cpu_system_us: u64,
 }
 
 /// Latency quantiles in microseconds (bucketed: each value is within ~10% of the truth).
@@ -180,6 +184,7 @@ impl Stats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Relaxed);
+        let cpu = cpu_times();
         StatsSnapshot {
             gets: g(&self.gets),
             hits: g(&self.hits),
@@ -225,7 +230,8 @@ impl Stats {
             get_latency: self.get_latency.quantiles(),
             put_latency: self.put_latency.quantiles(),
             peak_rss_bytes: peak_rss_bytes(),
-            cpu_us: cpu_us(),
+            cpu_us: cpu.user_us + cpu.system_us,
+            cpu_system_us: cpu.system_us,
         }
     }
 }
@@ -243,9 +249,16 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// utime + stime of this process (all its threads) from /proc, in microseconds; 0 where
-/// /proc is missing. /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-pub fn cpu_us() -> u64 {
+/// CPU time this process (all its threads) has used so far, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user_us: u64,
+    pub system_us: u64,
+}
+
+/// utime and stime from /proc; zeros where /proc is missing. /proc counts in USER_HZ, which
+/// Linux fixes at 100 for user space.
+pub fn cpu_times() -> CpuTimes {
     std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| {
@@ -253,9 +266,13 @@ pub fn cpu_us() -> u64 {
             let rest = &s[s.rfind(')')? + 2..];
             let f: Vec<&str> = rest.split(' ').collect();
             // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            let ticks = |i: usize| f.get(i)?.parse::<u64>().ok();
+            Some(CpuTimes {
+                user_us: ticks(11)? * 10_000,
+                system_us: ticks(12)? * 10_000,
+            })
         })
-        .map_or(0, |ticks| ticks * 10_000)
+        .unwrap_or_default()
 }
 
 impl StatsSnapshot {
@@ -477,14 +494,18 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_and_grows() {
-        let before = cpu_us();
+        let before = cpu_times();
         let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < std::time::Duration::from_millis(300) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        let after = cpu_us();
-        assert!(after > before, "{before} -> {after}");
+        let after = cpu_times();
+        assert!(after.user_us > before.user_us, "{before:?} -> {after:?}");
+        assert!(
+            after.system_us >= before.system_us,
+            "{before:?} -> {after:?}"
+        );
     }
 
     #[test]
