@@ -498,6 +498,7 @@ fn open_remote(
             lock_type: config.lock_type,
             lock_dir: config.lock_dir(),
             limits: Default::default(),
+            warm_start: config.prefetch,
         };
         let tier = RemoteTier::start(backend, settings, Arc::clone(local), Arc::clone(stats));
         let prefetch = config.prefetch.then(|| {

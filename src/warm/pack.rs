@@ -599,6 +599,7 @@ mod tests {
             lock_type: LockType::Memory,
             lock_dir: local.join("locks"),
             limits: Limits::default(),
+            warm_start: false,
         };
         let local = Arc::new(LocalTier::open(local, u64::MAX).unwrap());
         RemoteTier::start(

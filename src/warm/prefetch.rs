@@ -176,6 +176,7 @@ impl Prefetch {
         let found = self.load().await;
         let mut entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
         Stats::add(&self.stats().manifest_entries, entries.len() as u64);
+        self.tier.warm_start_found(entries.len());
         let keys = found.packs.clone();
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
         if !keys.is_empty() && !entries.is_empty() {
