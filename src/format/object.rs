@@ -15,7 +15,7 @@
 //! 88     body
 //! ```
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::time::SystemTime;
 
 use super::{nanos_to_time, time_to_nanos, Tag};
@@ -130,7 +130,11 @@ pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, D
         .map_err(|e| classify("object header", e))?;
     let header = Header::decode(&hb).map_err(DecodeError::Corrupt)?;
     let copied = match header.codec {
-        Codec::Raw => copy_limited(input, sink, header.size),
+        Codec::Raw => copy_limited(
+            io::BufReader::with_capacity(COPY_BUF, input.take(header.size.saturating_add(1))),
+            sink,
+            header.size,
+        ),
         Codec::Lz4 => copy_limited(lz4_flex::frame::FrameDecoder::new(input), sink, header.size),
     }?;
     if copied != header.size {
@@ -142,9 +146,30 @@ pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, D
     Ok(header)
 }
 
-fn copy_limited<R: Read, W: Write>(r: R, sink: &mut W, size: u64) -> Result<u64, DecodeError> {
+/// Bytes a raw body is copied in at a time.
+const COPY_BUF: usize = 64 << 10;
+
+/// Copies at most `size + 1` bytes, a buffer at a time: an LZ4 frame hands over each decoded
+/// block whole. (`io::copy` went 8 KiB at a time: a fresh `go build std` made 24,000 writes
+/// to the local tier for 160 MiB.)
+fn copy_limited<R: BufRead, W: Write>(r: R, sink: &mut W, size: u64) -> Result<u64, DecodeError> {
     let mut limited = r.take(size.saturating_add(1));
-    io::copy(&mut limited, sink).map_err(|e| classify("object body", e))
+    let mut copied = 0u64;
+    loop {
+        let buf = match limited.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(classify("object body", e)),
+        };
+        if buf.is_empty() {
+            return Ok(copied);
+        }
+        let n = buf.len();
+        sink.write_all(buf)
+            .map_err(|e| classify("object body", e))?;
+        limited.consume(n);
+        copied += n as u64;
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +198,34 @@ mod tests {
             let mut out = Vec::new();
             assert_eq!(decode(&obj[..], &mut out).unwrap(), h);
             assert_eq!(out, body);
+        }
+    }
+
+    /// A sink that counts its writes.
+    struct Writes(Vec<u8>, usize);
+    impl Write for Writes {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.1 += 1;
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_body_reaches_its_sink_in_large_writes() {
+        // Each write to the local tier is a syscall: 8 KiB at a time made 24,000 of them in a
+        // fresh `go build std`.
+        let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        for codec in [Codec::Raw, Codec::Lz4] {
+            let h = header(codec, &body);
+            let obj = encode(&h, &body[..], Vec::new()).unwrap();
+            let mut sink = Writes(Vec::new(), 0);
+            assert_eq!(decode(&obj[..], &mut sink).unwrap(), h);
+            assert_eq!(sink.0, body);
+            assert!(sink.1 <= 17, "{codec:?}: {} writes for 1 MiB", sink.1);
         }
     }
 
