@@ -536,6 +536,14 @@ def main():
               f"no network, no go command: median {fmt_s(fm)} s ({', '.join(fmt_s(r['seconds']) for r in floor)}), "
               f"{ratio(fm, w1b_n, 2)} × W1 native warm. A fresh machine cannot have its warm start for less.")
             p("")
+        dl = select(rows, "w2floor", "build", "s3get")
+        if dl:
+            dm = median_s(dl)
+            p(f"W2 download floor: the packs under W2's prefix ({dl[0]['note'].removeprefix('objects=')} objects, "
+              f"{mib(int(dl[0]['bytes']))}) fetched with curl from moto_server through toxiproxy at +0 ms, three at "
+              f"a time, into /dev/null, no helper, no go command: median {fmt_s(dm)} s "
+              f"({', '.join(fmt_s(r['seconds']) for r in dl)}), {ratio(dm, w1b_n, 2)} × W1 native warm.")
+            p("")
         # New counters (a warm-start manifest / prefetch) are shown whatever their names.
         extra_keys = sorted({key for k in ours_w2 for r in w2_rows(k) if r["stats_data"]
                              for key, v in r["stats_data"].items()

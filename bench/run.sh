@@ -355,6 +355,27 @@ copy_floor() {
     printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build copy "$1" "" "" "$secs" >&2
 }
 
+# download_floor REP: W2's other floor, what fetching the warm start costs with no helper:
+# every pack object under W2's prefix fetched with curl through toxiproxy at +0 ms, three at
+# a time as the helper streams them, into /dev/null; appends a "w2floor" row. moto_server
+# serves from Python on the same two cores, so this is the most any S3 row can save over it.
+download_floor() {
+    local base="http://127.0.0.1:$PROXY_PORT/$S3_BUCKET" keys t0 t1 secs bytes
+    keys=$(curl -sf "$base?list-type=2&prefix=run-1/manifests/&max-keys=1000" |
+        grep -o '<Key>[^<]*\.pack</Key>' | sed -e 's/<Key>//' -e 's/<\/Key>//') || return 0
+    [[ -n "$keys" ]] || return 0
+    set_latency 0
+    t0=$(now_ns)
+    bytes=$(printf '%s\n' $keys | xargs -P 3 -I{} curl -sf -o /dev/null -w '%{size_download}\n' "$base/{}" |
+        awk '{s += $1} END {print s}')
+    t1=$(now_ns)
+    CUR_LAT=-
+    secs=$(secs_between "$t0" "$t1")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build s3get "$1" "$secs" - \
+        "$bytes" "objects=$(printf '%s\n' $keys | wc -l)" - default - >>"$SAMPLES"
+    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build s3get "$1" "" "" "$secs" >&2
+}
+
 # --- metadata ----------------------------------------------------------------------------
 META="$WORK/meta.env"
 {
@@ -510,6 +531,7 @@ if [[ "$REMOTE" == 1 ]]; then
         "round trip$([[ ${MODES[*]} != default ]] && echo ", prefetch ${MODES[*]}")$([[ $GOCACHER == 1 ]] && echo ', go-cacher+gocached')$([[ $W2_DISK == 1 ]] && echo ', disk')"
     for ((i = 1; i <= W2_REPS; i++)); do
         copy_floor "$i"
+        download_floor "$i"
         for l in "${LATS[@]}"; do
             set_latency "$l"
             for MODE in "${MODES[@]}"; do run_go w2 build s3 "$i"; done
