@@ -324,13 +324,11 @@ run_go() {
             bytes=$(du -sb "$dir" | cut -f1)
         fi
     fi
-    # Fresh per-run caches are not needed again (the remote keeps what W2 reads), but W2's are
+    # Fresh per-run caches are not needed again (the remote keeps what W2 reads), but they are
     # only removed with the temp dir at the end: creating ~2,900 files right after deleting as
-    # many is slow on ext4, and W2 measured that (2.5 s a rep instead of 0.55 s), not what a
-    # fresh CI machine sees. Costs ~0.35 GB of disk per W2 run until the end.
-    if ((fresh)) && [[ "$KEEP" != 1 && "$phase" != w2 && "$phase" != pack ]]; then
-        rm -rf "$WORK/fresh/$tag"
-    fi
+    # many is slow on ext4, and the next run measured that (W2 2.5 s a rep instead of 0.55 s;
+    # the first fresh run after W3's deletions 1.2 s), not what a fresh CI machine sees.
+    # Costs ~0.35 GB of disk per run until the end.
     local secs
     secs=$(secs_between "$t0" "$t1")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$phase" "$wl" "$side" "$rep" "$secs" "$stats" \
@@ -361,13 +359,15 @@ copy_floor() {
 # serves from Python on the same two cores, so this is the most any S3 row can save over it.
 download_floor() {
     local base="http://127.0.0.1:$PROXY_PORT/$S3_BUCKET" keys t0 t1 secs bytes
-    keys=$(curl -sf "$base?list-type=2&prefix=run-1/manifests/&max-keys=1000" |
+    local -a auth=(--aws-sigv4 "aws:amz:us-east-1:s3" --user testing:testing)
+    keys=$(curl -sf "${auth[@]}" "$base?list-type=2&prefix=run-1/manifests/&max-keys=1000" |
         grep -o '<Key>[^<]*\.pack</Key>' | sed -e 's/<Key>//' -e 's/<\/Key>//') || return 0
     [[ -n "$keys" ]] || return 0
     set_latency 0
     t0=$(now_ns)
-    bytes=$(printf '%s\n' $keys | xargs -P 3 -I{} curl -sf -o /dev/null -w '%{size_download}\n' "$base/{}" |
-        awk '{s += $1} END {print s}')
+    bytes=$(printf '%s\n' $keys | xargs -P 3 -I{} curl -sf "${auth[@]}" -o /dev/null \
+        -w '%{size_download}\n' "$base/{}" | awk '{s += $1} END {print s}') ||
+        die "download floor: a GET of a pack failed"
     t1=$(now_ns)
     CUR_LAT=-
     secs=$(secs_between "$t0" "$t1")
