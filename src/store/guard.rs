@@ -118,6 +118,16 @@ impl Breaker {
         tripped
     }
 
+    /// Whether calls are refused right now (disabled, or open), without taking a probe's turn.
+    pub fn is_open(&self) -> bool {
+        self.is_disabled()
+            || self
+                .open_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| Instant::now() < until)
+    }
+
     pub fn is_disabled(&self) -> bool {
         self.disabled
             .lock()
@@ -133,19 +143,6 @@ impl Breaker {
             *d = Some(why);
         }
         first
-    }
-
-    #[cfg(test)]
-    fn is_open(&self) -> bool {
-        self.disabled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-            || self
-                .open_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
     }
 }
 

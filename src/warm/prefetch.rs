@@ -169,11 +169,10 @@ impl Prefetch {
     }
 
     async fn run(self: &Arc<Self>) {
-        self.tier.ready().await;
+        let found = self.load().await;
         if self.tier.backend.breaker.is_disabled() {
             return;
         }
-        let found = self.load().await;
         let mut entries: Vec<ActionId> = found.manifest.entries.iter().map(|e| e.0).collect();
         Stats::add(&self.stats().manifest_entries, entries.len() as u64);
         self.tier.warm_start_found(entries.len());
@@ -244,12 +243,20 @@ impl Prefetch {
         let names: Vec<&String> = std::iter::once(&self.names.key)
             .chain(&self.names.fallbacks)
             .collect();
-        // One list per name, all at once: a missing name costs no extra round trip.
-        let lists = futures_util::future::join_all(names.iter().map(|n| {
-            let dir = names::dir_key(prefix, n);
-            async move { self.tier.backend.list(&dir).await }
-        }))
-        .await;
+        // One list per name, all at once: a missing name costs no extra round trip. They go
+        // out beside the start-up check, a round trip sooner; if the check finds the store
+        // unusable, it has said so, and their failures are the same story.
+        let (lists, ()) = tokio::join!(
+            futures_util::future::join_all(names.iter().map(|n| {
+                let dir = names::dir_key(prefix, n);
+                async move { self.tier.backend.list(&dir).await }
+            })),
+            self.tier.ready()
+        );
+        if self.tier.backend.breaker.is_open() {
+            tracing::debug!("remote unusable at start-up: no warm start");
+            return Found::default();
+        }
         let mut found = Found::default();
         let mut chosen: Option<(usize, Vec<ObjectInfo>)> = None;
         for (i, res) in lists.into_iter().enumerate() {
