@@ -528,22 +528,22 @@ def main():
         p(f"| (W1 ours warm / native warm / W3 native cold) | {fmt_s(w1b_o) if w1b_o else '-'} / "
           f"{fmt_s(w1b_n) if w1b_n else '-'} / {fmt_s(cold_native) if cold_native else '-'} | | | | |")
         p("")
-        floor = select(rows, "w2floor", "build", "copy")
-        if floor:
-            fm = median_s(floor)
-            p(f"W2 floor: `cp -a` of the first fresh run's filled local tier ({mib(int(floor[0]['bytes']))}, "
-              f"{floor[0]['note'].removeprefix('files=')} files) into a new dir before each rep, no helper, "
-              f"no network, no go command: median {fmt_s(fm)} s ({', '.join(fmt_s(r['seconds']) for r in floor)}), "
-              f"{ratio(fm, w1b_n, 2)} × W1 native warm. A fresh machine cannot have its warm start for less.")
-            p("")
-        dl = select(rows, "w2floor", "build", "s3get")
-        if dl:
-            dm = median_s(dl)
-            p(f"W2 download floor: the packs under W2's prefix ({dl[0]['note'].removeprefix('objects=')} objects, "
-              f"{mib(int(dl[0]['bytes']))}) fetched with curl from moto_server through toxiproxy at +0 ms, three at "
-              f"a time, into /dev/null, no helper, no go command: median {fmt_s(dm)} s "
-              f"({', '.join(fmt_s(r['seconds']) for r in dl)}), {ratio(dm, w1b_n, 2)} × W1 native warm.")
-            p("")
+        # W2's floors: what writing the warm start (a copy) and fetching it (curl) cost alone.
+        for side, what, tail in (
+            ("copy", lambda r: f"W2 floor: `cp -a` of the first fresh run's filled local tier ({mib(int(r['bytes']))}, "
+                               f"{r['note'].removeprefix('files=')} files) into a new dir before each rep, no helper, "
+                               "no network, no go command",
+             " A fresh machine cannot have its warm start for less."),
+            ("s3get", lambda r: f"W2 download floor: the packs under W2's prefix ({r['note'].removeprefix('objects=')} "
+                                f"objects, {mib(int(r['bytes']))}) fetched with curl from moto_server through toxiproxy "
+                                "at +0 ms, three at a time, into /dev/null, no helper, no go command", ""),
+        ):
+            fl = select(rows, "w2floor", "build", side)
+            if fl:
+                fm = median_s(fl)
+                p(f"{what(fl[0])}: median {fmt_s(fm)} s ({', '.join(fmt_s(r['seconds']) for r in fl)}), "
+                  f"{ratio(fm, w1b_n, 2)} × W1 native warm.{tail}")
+                p("")
         # New counters (a warm-start manifest / prefetch) are shown whatever their names.
         extra_keys = sorted({key for k in ours_w2 for r in w2_rows(k) if r["stats_data"]
                              for key, v in r["stats_data"].items()
