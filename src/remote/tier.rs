@@ -745,7 +745,7 @@ impl RemoteTier {
         let local = Arc::clone(&self.local);
         let in_memory = up.entry.size <= IN_MEMORY_MAX;
         let (payload, tmp) = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let src = io::BufReader::new(std::fs::File::open(&body)?);
+            let src = io::BufReader::with_capacity(object::IO_BUF, std::fs::File::open(&body)?);
             if in_memory {
                 // LZ4 output of build outputs: about half their size.
                 let out = Vec::with_capacity(header.size as usize / 2 + object::HEADER_LEN);

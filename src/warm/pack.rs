@@ -556,7 +556,11 @@ impl Packs {
             time: e.time,
         };
         let mut counted = Counted { w, n: 0 };
-        object::encode(&header, BufReader::new(body), &mut counted)?;
+        object::encode(
+            &header,
+            BufReader::with_capacity(object::IO_BUF, body),
+            &mut counted,
+        )?;
         Ok(counted.n)
     }
 }
