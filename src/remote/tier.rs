@@ -340,7 +340,6 @@ impl RemoteTier {
         if self.asked_absent.load(Ordering::Acquire) < ASKED_BEFORE_PARTS {
             return;
         }
-        let me = Arc::clone(self);
         if self
             .parts
             .compare_exchange(
@@ -352,6 +351,7 @@ impl RemoteTier {
             .is_ok()
         {
             // Listed as at start-up; a remote past one page goes on to its parts at once.
+            let me = Arc::clone(self);
             tokio::spawn(async move { me.list_at_start().await });
             return;
         }
@@ -367,6 +367,7 @@ impl RemoteTier {
         {
             return;
         }
+        let me = Arc::clone(self);
         tokio::spawn(async move {
             match me.list_parts().await {
                 Ok(Some(objects)) => me.set_listed(&objects),
@@ -1221,15 +1222,20 @@ mod tests {
             }
         };
 
+        let warm_tier = |local: &str| {
+            let be = Arc::new(Scripted::over(&store).paged(10));
+            let t = tier_with(
+                &d.path().join(local),
+                be.clone(),
+                LockType::Memory,
+                &d.path().join("locks"),
+                true,
+            );
+            (t, be)
+        };
+
         // Found entries: no listing until enough gets have asked the store for nothing.
-        let be = Arc::new(Scripted::over(&store).paged(10));
-        let t = tier_with(
-            &d.path().join("l1"),
-            be.clone(),
-            LockType::Memory,
-            &d.path().join("locks"),
-            true,
-        );
+        let (t, be) = warm_tier("l1");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(be.lists(), 0, "the listing waits for the warm start");
         t.warm_start_found(3);
@@ -1250,14 +1256,7 @@ mod tests {
         assert_eq!(be.gets(), asked, "a miss the listing knows does not ask");
 
         // Found nothing (a cold run): listed at once, as without a warm start.
-        let be = Arc::new(Scripted::over(&store).paged(10));
-        let t = tier_with(
-            &d.path().join("l2"),
-            be.clone(),
-            LockType::Memory,
-            &d.path().join("locks"),
-            true,
-        );
+        let (t, be) = warm_tier("l2");
         t.warm_start_found(0);
         wait_listed(&t).await;
         assert_eq!((be.lists(), be.gets()), (1, 0));
