@@ -353,6 +353,27 @@ copy_floor() {
     printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build copy "$1" "" "" "$secs" >&2
 }
 
+# verify_floor REP: the SHA-256 every body from a remote must pass before it is stored
+# (design: integrity end to end), over the bodies copy_floor copied, with Python's hashlib
+# (OpenSSL: SHA-NI where the CPU has it, as ours); appends a "w2floor" row.
+verify_floor() {
+    local dir="$WORK/fresh/copy-floor-$1/v1/o" t0 t1 secs
+    [[ -d "$dir" ]] || return 0
+    t0=$(now_ns)
+    python3 - "$dir" <<'EOP'
+import hashlib, os, sys
+for d, _, files in os.walk(sys.argv[1]):
+    for f in files:
+        with open(os.path.join(d, f), "rb") as fh:
+            hashlib.sha256(fh.read()).digest()
+EOP
+    t1=$(now_ns)
+    secs=$(secs_between "$t0" "$t1")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build sha256 "$1" "$secs" - \
+        "$(du -sb "$dir" | cut -f1)" "files=$(find "$dir" -type f | wc -l)" - default - >>"$SAMPLES"
+    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build sha256 "$1" "" "" "$secs" >&2
+}
+
 # download_floor REP: W2's other floor, what fetching the warm start costs with no helper:
 # every pack object under W2's prefix fetched with curl through toxiproxy at +0 ms, three at
 # a time as the helper streams them, into /dev/null; appends a "w2floor" row. moto_server
@@ -531,6 +552,7 @@ if [[ "$REMOTE" == 1 ]]; then
         "round trip$([[ ${MODES[*]} != default ]] && echo ", prefetch ${MODES[*]}")$([[ $GOCACHER == 1 ]] && echo ', go-cacher+gocached')$([[ $W2_DISK == 1 ]] && echo ', disk')"
     for ((i = 1; i <= W2_REPS; i++)); do
         copy_floor "$i"
+        verify_floor "$i"
         download_floor "$i"
         for l in "${LATS[@]}"; do
             set_latency "$l"

@@ -275,6 +275,34 @@ mod tests {
             .contains("codec"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// LZ4 blocks of random bytes behind a valid header and frame descriptor (what a store
+        /// returning garbage hands the pointer-based decoder): an error or the right body,
+        /// never a panic, never more than the header's size.
+        #[test]
+        fn garbage_lz4_blocks_are_refused(
+            body in proptest::collection::vec(0u8..4, 0..5000),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            keep in 0usize..64,
+        ) {
+            let h = header(Codec::Lz4, &body);
+            let obj = encode(&h, &body[..], Vec::new()).unwrap();
+            // The object header, the frame's magic and descriptor, then some of the real
+            // blocks before the garbage.
+            let start = (HEADER_LEN + 7 + keep).min(obj.len());
+            let mut bad = obj[..start].to_vec();
+            bad.extend_from_slice(&garbage);
+            let mut out = Vec::new();
+            let res = decode(&bad[..], &mut out);
+            proptest::prop_assert!(out.len() as u64 <= h.size);
+            if res.is_ok() {
+                proptest::prop_assert_eq!(&out, &body);
+            }
+        }
+    }
+
     #[test]
     fn an_over_long_body_is_refused_without_reading_it_all() {
         let h = header(Codec::Raw, b"abc");
