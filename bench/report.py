@@ -535,8 +535,8 @@ def main():
                                "no network, no go command",
              " A fresh machine cannot have its warm start for less."),
             ("sha256", lambda r: f"W2 verify floor: SHA-256 of the copied bodies ({mib(int(r['bytes']))}, "
-                                 f"{r['note'].removeprefix('files=')} files) with Python's hashlib (OpenSSL), "
-                                 "the check every body read from a remote must pass", ""),
+                                 f"{r['note'].removeprefix('files=')} files), already in memory, with Python's hashlib "
+                                 "(OpenSSL), the check every body read from a remote must pass", ""),
             ("s3get", lambda r: f"W2 download floor: the packs under W2's prefix ({r['note'].removeprefix('objects=')} "
                                 f"objects, {mib(int(r['bytes']))}) fetched with curl from moto_server through toxiproxy "
                                 "at +0 ms, three at a time, into /dev/null, no helper, no go command", ""),
