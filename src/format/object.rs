@@ -124,11 +124,26 @@ fn classify(what: &str, e: io::Error) -> DecodeError {
 /// `header.size` bytes of body plus one (so an over-long body is an error, not a big file).
 /// The caller verifies the hash (the sink hashes what it is given).
 pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, DecodeError> {
+    let header = read_header(&mut input)?;
+    decode_body(&header, input, sink)?;
+    Ok(header)
+}
+
+/// The header alone, so a reader can decide where the body goes before reading it.
+pub fn read_header<R: Read>(input: &mut R) -> Result<Header, DecodeError> {
     let mut hb = [0u8; HEADER_LEN];
     input
         .read_exact(&mut hb)
         .map_err(|e| classify("object header", e))?;
-    let header = Header::decode(&hb).map_err(DecodeError::Corrupt)?;
+    Header::decode(&hb).map_err(DecodeError::Corrupt)
+}
+
+/// The body after [`read_header`]; as [`decode`].
+pub fn decode_body<R: Read, W: Write>(
+    header: &Header,
+    input: R,
+    sink: &mut W,
+) -> Result<(), DecodeError> {
     let copied = match header.codec {
         Codec::Raw => copy_limited(
             io::BufReader::with_capacity(IO_BUF, input.take(header.size.saturating_add(1))),
@@ -143,7 +158,7 @@ pub fn decode<R: Read, W: Write>(mut input: R, sink: &mut W) -> Result<Header, D
             header.size
         )));
     }
-    Ok(header)
+    Ok(())
 }
 
 /// Bytes a body is read or copied in at a time: an LZ4 block. Each read or write is a

@@ -163,6 +163,53 @@ impl LocalTier {
         }))
     }
 
+    /// Whether the body of `output_id` is here with `size` bytes; if so it is touched as a
+    /// get's would be, so it stays while this process lives and [`point`](Self::point) can
+    /// file an entry under it without writing it again.
+    pub fn holds_body(&self, output_id: &OutputId, size: u64) -> Result<bool> {
+        let body = self.body_path(output_id);
+        let meta = match fs::metadata(&body) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("reading body metadata", e)),
+        };
+        // Another size under the same content address is a damaged body: a put replaces it.
+        if meta.len() != size {
+            return Ok(false);
+        }
+        if meta
+            .modified()
+            .map(|m| m < self.touch_before)
+            .unwrap_or(true)
+        {
+            return self.touch(&body);
+        }
+        Ok(true)
+    }
+
+    /// Points `action` at the body of `output_id`, which must be here (a commit, or
+    /// [`holds_body`](Self::holds_body)).
+    pub fn point(
+        &self,
+        action: &ActionId,
+        output_id: &OutputId,
+        size: u64,
+        time: SystemTime,
+    ) -> Result<Entry> {
+        let rec = Record {
+            output_id: *output_id,
+            size,
+            time,
+        };
+        self.write_atomic(&self.record_path(action), &rec.encode())?;
+        Ok(Entry {
+            output_id: *output_id,
+            size,
+            time,
+            path: self.body_path(output_id).into(),
+        })
+    }
+
     /// Marks a body as in use by this process (see the module doc). False if it is gone.
     fn touch(&self, body: &str) -> Result<bool> {
         self.with_handout_lock(|| match File::open(body) {
@@ -320,18 +367,7 @@ impl PendingPut<'_> {
         // Under the handout lock so a concurrent trim cannot delete the fresh body.
         tier.with_handout_lock(|| rename_into(&self.path, Path::new(&body)))?;
         self.path = PathBuf::new();
-        let rec = Record {
-            output_id: *output_id,
-            size: self.size,
-            time,
-        };
-        tier.write_atomic(&tier.record_path(action), &rec.encode())?;
-        Ok(Entry {
-            output_id: *output_id,
-            size: self.size,
-            time: rec.time,
-            path: body.into(),
-        })
+        tier.point(action, output_id, self.size, time)
     }
 }
 
