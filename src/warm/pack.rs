@@ -48,7 +48,7 @@ use crate::remote::tier::{
 };
 use crate::stats::Stats;
 use crate::store::idle::IdleTimeout;
-use crate::store::{Backend, BackendError, Payload};
+use crate::store::{Backend, BackendError, BackendResult, BodyReader, Payload};
 use crate::Entry;
 
 /// Pack groups (one per publishing run) kept per manifest name after a publish, and read:
@@ -143,18 +143,33 @@ pub(crate) struct Packs {
     pub tier: Arc<RemoteTier>,
 }
 
+/// A pack GET sent before [`Packs::read`] starts: the key and the store's answer.
+pub(crate) type Opened = (String, BackendResult<Option<BodyReader>>);
+
 impl Packs {
+    /// GETs the packs [`read`](Self::read) streams first, so their round trip overlaps the
+    /// manifest's (the warm start's critical path is listing, manifest, packs). A body not
+    /// read yet waits in the connection's buffers; one never read is dropped with it.
+    pub(crate) async fn open_first(&self, keys: &[String]) -> Vec<Opened> {
+        let gets = keys
+            .iter()
+            .take(STREAMS)
+            .map(|key| async move { (key.clone(), self.tier.backend.get(key).await) });
+        futures_util::future::join_all(gets).await
+    }
+
     /// Streams the packs at `keys`, [`STREAMS`] at a time, into the local tier: each entry in `wanted`
     /// that is not local yet and not being fetched by a get. Stops between entries once
     /// `stop` is set. `mark` is told each entry before it is stored. Returns the entries it
     /// stored. Failures are warned once; whatever the packs did not deliver is the caller's
-    /// to fetch one by one.
+    /// to fetch one by one. `opened` are answers [`open_first`](Self::open_first) already has.
     pub(crate) async fn read(
         &self,
         keys: &[String],
         wanted: HashSet<ActionId>,
         stop: Arc<AtomicBool>,
         mark: impl Fn(ActionId) + Send + Sync + 'static,
+        opened: Vec<Opened>,
     ) -> HashSet<ActionId> {
         self.tier.ready().await;
         // Another helper streaming packs into this local dir: wait for it, then let the
@@ -176,11 +191,13 @@ impl Packs {
         let wanted = Arc::new(wanted);
         // Each entry is promised by the first pack whose index offers it.
         let claimed = Arc::new(Mutex::new(HashSet::new()));
+        let mut opened: std::collections::HashMap<String, _> = opened.into_iter().collect();
         let reads: Vec<_> = keys
             .iter()
             .map(|key| {
                 Box::pin(self.read_one(
                     key.clone(),
+                    opened.remove(key),
                     Arc::clone(&wanted),
                     Arc::clone(&claimed),
                     Arc::clone(&stop),
@@ -200,6 +217,7 @@ impl Packs {
     async fn read_one(
         &self,
         key: String,
+        opened: Option<BackendResult<Option<BodyReader>>>,
         wanted: Arc<HashSet<ActionId>>,
         claimed: Arc<Mutex<HashSet<ActionId>>>,
         stop: Arc<AtomicBool>,
@@ -208,7 +226,11 @@ impl Packs {
         if stop.load(Ordering::Acquire) || self.tier.pace.is_slow() {
             return HashSet::new();
         }
-        let reader = match self.tier.backend.get(&key).await {
+        let got = match opened {
+            Some(got) => got,
+            None => self.tier.backend.get(&key).await,
+        };
+        let reader = match got {
             Ok(Some(r)) => r,
             // Pruned by a publisher since we listed it.
             Ok(None) => return HashSet::new(),
@@ -596,6 +618,10 @@ mod tests {
     use crate::store::scripted::Scripted;
 
     fn tier(local: &Path, store: &Path) -> Arc<RemoteTier> {
+        tier_over(local, Arc::new(Scripted::over(store)))
+    }
+
+    fn tier_over(local: &Path, be: Arc<Scripted>) -> Arc<RemoteTier> {
         let settings = Settings {
             prefix: "p/".into(),
             compression: true,
@@ -606,12 +632,7 @@ mod tests {
             warm_start: false,
         };
         let local = Arc::new(LocalTier::open(local, u64::MAX).unwrap());
-        RemoteTier::start(
-            Arc::new(Scripted::over(store)),
-            settings,
-            local,
-            Arc::new(Stats::default()),
-        )
+        RemoteTier::start(be, settings, local, Arc::new(Stats::default()))
     }
 
     /// The sixth is over a MiB: uploaded from a temp file, the others from memory.
@@ -677,6 +698,7 @@ mod tests {
                 ids.iter().copied().collect(),
                 stop.clone(),
                 |_| {},
+                Vec::new(),
             )
             .await;
         assert_eq!(taken.len(), 6);
@@ -694,9 +716,37 @@ mod tests {
             tier: Arc::clone(&r2),
         };
         let taken = reader
-            .read(&[k0, k1], [ids[0]].into_iter().collect(), stop, |_| {})
+            .read(
+                &[k0.clone(), k1.clone()],
+                [ids[0]].into_iter().collect(),
+                stop.clone(),
+                |_| {},
+                Vec::new(),
+            )
             .await;
         assert_eq!(taken.len(), 1);
+
+        // Packs GET ahead of the read (beside the manifest) are read from those answers,
+        // not fetched again.
+        let be = Arc::new(Scripted::over(&store));
+        let r3 = tier_over(&d.path().join("r3"), Arc::clone(&be));
+        let reader = Packs {
+            tier: Arc::clone(&r3),
+        };
+        let keys = [k0.clone(), k1.clone()];
+        let opened = reader.open_first(&keys).await;
+        assert_eq!(be.gets(), 2);
+        let taken = reader
+            .read(
+                &keys,
+                ids.iter().copied().collect(),
+                stop.clone(),
+                |_| {},
+                opened,
+            )
+            .await;
+        assert_eq!(taken.len(), 6);
+        assert_eq!(be.gets(), 2, "no pack was fetched twice");
         assert_eq!(Stats::get(&r2.stats.pack_entries), 1);
         assert_eq!(
             Stats::get(&r2.stats.remote_corrupt),

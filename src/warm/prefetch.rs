@@ -169,7 +169,7 @@ impl Prefetch {
     }
 
     async fn run(self: &Arc<Self>) {
-        let found = self.load().await;
+        let (found, opened) = self.load().await;
         if self.tier.backend.breaker.is_disabled() {
             return;
         }
@@ -189,6 +189,7 @@ impl Prefetch {
                     entries.iter().copied().collect(),
                     Arc::clone(&self.stop),
                     move |a| me.mark_prefetched(a),
+                    opened,
                 )
                 .await;
             entries.retain(|a| !taken.contains(a));
@@ -237,8 +238,9 @@ impl Prefetch {
     }
 
     /// Finds the newest manifests under our name, else under the first fallback that has
-    /// any, and merges them. Every failure is a warning and an empty manifest.
-    async fn load(&self) -> Found {
+    /// any, and merges them. Every failure is a warning and an empty manifest. The first
+    /// packs are requested beside the manifests (see [`Packs::open_first`]).
+    async fn load(&self) -> (Found, Vec<pack::Opened>) {
         let prefix = self.tier.prefix();
         let names: Vec<&String> = std::iter::once(&self.names.key)
             .chain(&self.names.fallbacks)
@@ -255,7 +257,7 @@ impl Prefetch {
         );
         if self.tier.backend.breaker.is_open() {
             tracing::debug!("remote unusable at start-up: no warm start");
-            return Found::default();
+            return (Found::default(), Vec::new());
         }
         let mut found = Found::default();
         let mut chosen: Option<(usize, Vec<ObjectInfo>)> = None;
@@ -291,15 +293,18 @@ impl Prefetch {
             }
         }
         let Some((i, objs)) = chosen else {
-            return found;
+            return (found, Vec::new());
         };
         found.from_own = i == 0;
         let reads = objs.iter().take(READ_NEWEST).map(|o| self.read_one(o));
-        let manifests: Vec<Manifest> = futures_util::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let packs = Packs {
+            tier: Arc::clone(&self.tier),
+        };
+        let (manifests, opened) = tokio::join!(
+            futures_util::future::join_all(reads),
+            packs.open_first(&found.packs)
+        );
+        let manifests: Vec<Manifest> = manifests.into_iter().flatten().collect();
         found.manifest = Manifest::merge(&manifests);
         tracing::debug!(
             name = names[i],
@@ -307,7 +312,7 @@ impl Prefetch {
             entries = found.manifest.len(),
             "manifest loaded"
         );
-        found
+        (found, opened)
     }
 
     async fn read_one(&self, o: &ObjectInfo) -> Option<Manifest> {
