@@ -925,7 +925,8 @@ async fn dispatch(tier: std::sync::Weak<RemoteTier>, mut rx: mpsc::Receiver<Uplo
 }
 
 /// Decodes one remote object from `input` into the local tier as `action`'s entry: the object
-/// must name `action`, and its body must hash to its OutputID.
+/// must name `action`, and its body must hash to its OutputID (or be here already, checked
+/// when it was stored).
 pub(crate) fn store_object(
     local: &LocalTier,
     mut input: impl io::Read,
