@@ -153,7 +153,7 @@ impl Decoder {
             return self.fail("data after base64 padding".into());
         }
         // SIMD: put bodies are most of a cold build's input, and base64-simd decodes them
-        // several times faster than the scalar `base64` crate (README, "Helper CPU").
+        // several times faster than the scalar `base64` crate (README, "Performance").
         let n = match base64_simd::STANDARD
             .decode(input, base64_simd::Out::from_slice(&mut self.out))
         {
