@@ -337,6 +337,13 @@ run_go() {
         "$([[ $CUR_LAT != - ]] && echo "${CUR_LAT}ms")" "$([[ $MODE != default ]] && echo "$MODE")" "$secs" >&2
 }
 
+# floor_row SIDE REP SECS BYTES NOTE: appends one "w2floor" row and prints it.
+floor_row() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build "$1" "$2" "$3" - \
+        "$4" "$5" - default - >>"$SAMPLES"
+    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build "$1" "$2" "" "" "$3" >&2
+}
+
 # copy_floor REP: W2's floor, what writing the warm start into a fresh dir costs with no
 # helper, no network and no go command: `cp -a` of the first fresh run's filled local tier
 # (the same entries W2 writes) into a new dir, timed like a run; appends a "w2floor" row.
@@ -348,9 +355,7 @@ copy_floor() {
     cp -a "$src" "$dst"
     t1=$(now_ns)
     secs=$(secs_between "$t0" "$t1")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build copy "$1" "$secs" - \
-        "$(du -sb "$dst" | cut -f1)" "files=$(find "$dst" -type f | wc -l)" - default - >>"$SAMPLES"
-    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build copy "$1" "" "" "$secs" >&2
+    floor_row copy "$1" "$secs" "$(du -sb "$dst" | cut -f1)" "files=$(find "$dst" -type f | wc -l)"
 }
 
 # verify_floor REP: the SHA-256 every body from a remote must pass before it is stored
@@ -373,9 +378,7 @@ for b in bodies:
 print(f"{time.perf_counter() - t:.3f}")
 EOP
     ) || die "verify floor: hashing $dir failed"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build sha256 "$1" "$secs" - \
-        "$(du -sb "$dir" | cut -f1)" "files=$(find "$dir" -type f | wc -l)" - default - >>"$SAMPLES"
-    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build sha256 "$1" "" "" "$secs" >&2
+    floor_row sha256 "$1" "$secs" "$(du -sb "$dir" | cut -f1)" "files=$(find "$dir" -type f | wc -l)"
 }
 
 # download_floor REP: W2's other floor, what fetching the warm start costs with no helper:
@@ -396,9 +399,7 @@ download_floor() {
     t1=$(now_ns)
     CUR_LAT=-
     secs=$(secs_between "$t0" "$t1")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' w2floor build s3get "$1" "$secs" - \
-        "$bytes" "objects=$(printf '%s\n' $keys | wc -l)" - default - >>"$SAMPLES"
-    printf 'bench: %-9s %-5s %-8s #%-2s %5s %-7s %8ss\n' w2floor build s3get "$1" "" "" "$secs" >&2
+    floor_row s3get "$1" "$secs" "$bytes" "objects=$(printf '%s\n' $keys | wc -l)"
 }
 
 # --- metadata ----------------------------------------------------------------------------
