@@ -146,12 +146,7 @@ impl LocalTier {
                 rec.size
             )));
         }
-        if meta
-            .modified()
-            .map(|m| m < self.touch_before)
-            .unwrap_or(true)
-            && !self.touch(&body)?
-        {
+        if !self.keep_in_use(&body, &meta)? {
             remove_quietly(&rec_path);
             return Ok(Lookup::Miss);
         }
@@ -177,14 +172,7 @@ impl LocalTier {
         if meta.len() != size {
             return Ok(false);
         }
-        if meta
-            .modified()
-            .map(|m| m < self.touch_before)
-            .unwrap_or(true)
-        {
-            return self.touch(&body);
-        }
-        Ok(true)
+        self.keep_in_use(&body, &meta)
     }
 
     /// Points `action` at the body of `output_id`, which must be here (a commit, or
@@ -208,6 +196,13 @@ impl LocalTier {
             time,
             path: self.body_path(output_id).into(),
         })
+    }
+
+    /// Makes sure trim keeps a body this process hands out: one touched within the grace
+    /// already is, an older one is touched now. False if it is gone.
+    fn keep_in_use(&self, body: &str, meta: &fs::Metadata) -> Result<bool> {
+        let recent = meta.modified().is_ok_and(|m| m >= self.touch_before);
+        Ok(recent || self.touch(body)?)
     }
 
     /// Marks a body as in use by this process (see the module doc). False if it is gone.
