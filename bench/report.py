@@ -82,7 +82,7 @@ def load_samples(path):
                     print(f"report: cannot read {r['stats']}: {e}", file=sys.stderr)
             elif r["side"] in ("gocacher", "gcremote") and r.get("log"):
                 r["stats_data"] = gocacher_stats(r["log"])
-            elif r["side"] == "floor" and r.get("log"):
+            elif r["side"] in ("floor", "lookup") and r.get("log"):
                 r["stats_data"] = floor_stats(r["log"])
             rows.append(r)
     return rows
@@ -151,6 +151,7 @@ def main():
     has_gc = bool(select(rows, "warm", side="gocacher") or select(rows, "cold", side="gocacher"))
     gc_name = "go-cacher"
     has_floor = bool(select(rows, "warm", side="floor"))
+    has_lookup = bool(select(rows, "warm", side="lookup"))
 
     p(f"# gobuildcache benchmark, {meta.get('date', '?')}")
     p("")
@@ -179,12 +180,16 @@ def main():
     if has_floor:
         p("- floor (W1 only): GOCACHEPROG=`protocol_floor DIR` (tools/src/bin/protocol_floor.rs) (private GOCACHE too), DIR a copy "
           "of native's cache taken once after its cold fill; a helper that does no work per request")
+    if has_lookup:
+        p("- lookup floor (W1 only): GOCACHEPROG=`protocol_floor -lookup DIR`, the floor plus the per-get "
+          "file work of a helper whose entries live on disk (read the entry file, stat the output file)")
     p("")
 
     # --- medians used by the summary and the details ----------------------------------------
     w1 = {}
     for wl in workloads:
-        w1[wl] = {s: median_s(select(rows, "warm", wl, s)) for s in ("native", "ours", "gocacher", "floor")}
+        w1[wl] = {s: median_s(select(rows, "warm", wl, s))
+                  for s in ("native", "ours", "gocacher", "floor", "lookup")}
     cold_rows = select(rows, "cold", "build")
     cside = "s3" if select(rows, "cold", "build", "s3") else "ours"
     cold = {s: median_s(select(rows, "cold", "build", s)) for s in ("native", cside, "gocacher")}
@@ -218,6 +223,7 @@ def main():
     sum_o = sum(w1[wl]["ours"] for wl in workloads)
     sum_g = sum(w1[wl]["gocacher"] for wl in workloads) if all(w1[wl]["gocacher"] for wl in workloads) else None
     sum_f = sum(w1[wl]["floor"] for wl in workloads) if all(w1[wl]["floor"] for wl in workloads) else None
+    sum_l = sum(w1[wl]["lookup"] for wl in workloads) if all(w1[wl]["lookup"] for wl in workloads) else None
     overall = sum_o / sum_n
 
     def floor_cells(f, n, o, bold=False):
@@ -290,8 +296,10 @@ def main():
     p("")
     gc_head = f" {gc_name} | {gc_name}/native |" if has_gc else ""
     fl_head = " floor | floor/native | ours/floor |" if has_floor else ""
-    p(f"| workload | native | ours | ours/native | (ratio of fastest runs) |{fl_head}{gc_head}")
-    p("|---|---:|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + ("---:|---:|" if has_gc else ""))
+    lk_head = " lookup floor | lookup/native | ours/lookup |" if has_lookup else ""
+    p(f"| workload | native | ours | ours/native | (ratio of fastest runs) |{fl_head}{lk_head}{gc_head}")
+    p("|---|---:|---:|---:|---:|" + ("---:|" * 3 if has_floor else "") + ("---:|" * 3 if has_lookup else "")
+      + ("---:|---:|" if has_gc else ""))
     for wl in workloads:
         ns = [r["seconds"] for r in select(rows, "warm", wl, "native")]
         os_ = [r["seconds"] for r in select(rows, "warm", wl, "ours")]
@@ -299,14 +307,18 @@ def main():
         g, f = w1[wl]["gocacher"], w1[wl]["floor"]
         gc_cells = f" {fmt_s(g) if g else '-'} | {ratio(g, n)} |" if has_gc else ""
         fl_cells = f" {fmt_s(f) if f else '-'} | {ratio(f, n)} | {ratio(o, f)} |" if has_floor else ""
+        lk = w1[wl]["lookup"]
+        lk_cells = f" {fmt_s(lk) if lk else '-'} | {ratio(lk, n)} | {ratio(o, lk)} |" if has_lookup else ""
         p(f"| {label[wl]} | {fmt_s(n)} | {fmt_s(o)} | {o / n:.3f} | ({min(os_) / min(ns):.3f}) |"
-          f"{fl_cells}{gc_cells}")
+          f"{fl_cells}{lk_cells}{gc_cells}")
     geo = math.exp(statistics.mean(math.log(w1[wl]["ours"] / w1[wl]["native"]) for wl in workloads))
     gc_cells = f" {fmt_s(sum_g) if sum_g else '-'} | {ratio(sum_g, sum_n)} |" if has_gc else ""
     fl_cells = (f" {fmt_s(sum_f) if sum_f else '-'} | **{ratio(sum_f, sum_n)}** | **{ratio(sum_o, sum_f)}** |"
                 if has_floor else "")
+    lk_cells = (f" {fmt_s(sum_l) if sum_l else '-'} | **{ratio(sum_l, sum_n)}** | **{ratio(sum_o, sum_l)}** |"
+                if has_lookup else "")
     p(f"| **overall (sum of medians)** | {fmt_s(sum_n)} | {fmt_s(sum_o)} | **{overall:.3f}** | |"
-      f"{fl_cells}{gc_cells}")
+      f"{fl_cells}{lk_cells}{gc_cells}")
     p("")
     p(f"Geometric mean of our per-workload ratios: {geo:.3f}. "
       f"Target ≤ {TARGET:.2f}, goal ≤ {GOAL:.2f}. The fastest-runs column compares the fastest run of "
@@ -318,6 +330,13 @@ def main():
           "at native's own files), so floor / native is what the go command's own GOCACHEPROG path costs "
           "(a JSON request and response over a pipe per get), the least any helper's ratio to native can "
           "be, and ours / floor is what our helper adds on top.")
+    if has_lookup:
+        p("")
+        p("The lookup floor is the same helper run with `-lookup`: before each answer it opens, reads and "
+          "closes the entry file, checks it names the expected output and stats that output for its size, "
+          "the least file work a helper that keeps its entries on disk does per get (the native cache does "
+          "this and more in the go command's own process). lookup / floor is what that file work costs on "
+          "this machine; ours / lookup is what our helper adds beyond it.")
     p("")
 
     # --- helper stats on warm runs -----------------------------------------------------------
@@ -376,19 +395,21 @@ def main():
             for wl in workloads if any(r["stats_data"] for r in select(rows, "warm", wl, "gocacher")))
         p(f"{gc_name} (its `-verbose` counters at close): hits == gets on every measured warm run: "
           f"{'yes' if not bad else '**NO** (see warnings)'} ({per}).")
-    if has_floor:
-        bad = [r for r in select(rows, "warm", side="floor")
+    for fside in ("floor", "lookup") if has_floor else ():
+        bad = [r for r in select(rows, "warm", side=fside)
                if not r["stats_data"] or r["stats_data"]["hits"] != r["stats_data"]["gets"]]
         for r in bad:
             s = r["stats_data"]
-            warnings.append(f"floor {label[r['workload']]} rep {r['rep']}: "
+            warnings.append(f"{fside} {label[r['workload']]} rep {r['rep']}: "
                             + (f"not all hits (gets {s['gets']}, hits {s['hits']})" if s else "no counters in its log"))
         per = ", ".join(
-            f"{label[wl]} {int(statistics.median(r['stats_data']['gets'] for r in select(rows, 'warm', wl, 'floor') if r['stats_data']))} gets"
-            for wl in workloads if any(r["stats_data"] for r in select(rows, "warm", wl, "floor")))
-        entries = [r["stats_data"]["entries"] for r in select(rows, "warm", side="floor") if r["stats_data"]]
+            f"{label[wl]} {int(statistics.median(r['stats_data']['gets'] for r in select(rows, 'warm', wl, fside) if r['stats_data']))} gets"
+            for wl in workloads if any(r["stats_data"] for r in select(rows, "warm", wl, fside)))
+        entries = [r["stats_data"]["entries"] for r in select(rows, "warm", side=fside) if r["stats_data"]]
+        if not entries:
+            continue
         p("")
-        p(f"floor (its counters at close): hits == gets on every measured warm run: "
+        p(f"{'lookup floor' if fside == 'lookup' else 'floor'} (its counters at close): hits == gets on every measured warm run: "
           f"{'yes' if not bad else '**NO** (see warnings)'} ({per}; {max(entries) if entries else 0} entries "
           "preloaded from the copy of native's cache).")
     p("")
@@ -645,7 +666,7 @@ def main():
     p("")
     for phase in ("warm", "cold"):
         for wl in workloads:
-            for side in ("native", "floor", "ours", "s3", "gocacher"):
+            for side in ("native", "floor", "lookup", "ours", "s3", "gocacher"):
                 xs = [r["seconds"] for r in select(rows, phase, wl, side)]
                 if xs:
                     p(f"- {phase} {label[wl]}, {side}: " + ", ".join(fmt_s(x) for x in xs))

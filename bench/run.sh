@@ -18,7 +18,9 @@
 #   BENCH_FLOOR=1         1: include the "floor" side in W1: tools/src/bin/protocol_floor.rs, a helper that
 #                         does no work (answers gets from a copy of the native side's filled cache,
 #                         preloaded in memory), i.e. what the go command's GOCACHEPROG path itself
-#                         costs; 0: skip it
+#                         costs; and the "lookup" side, the same helper with -lookup: each get also
+#                         reads the entry file and stats the output file on disk, the file work any
+#                         helper that keeps entries on disk does per get; 0: skip both
 #   BENCH_GOCACHER_VERSION=v0.0.0-20260722201841-0bb331e19f64   the go-tool-cache module version
 #   BENCH_COLD=0          1 (with BENCH_REMOTE=0): W3 with ours local-only
 #   BENCH_COLD_REPS=2     W3 reps per side
@@ -193,6 +195,7 @@ GC_GOCACHE="$WORK/gocacher/gocache"
 GC_DIR="$WORK/gocacher/cache"
 FLOOR_GOCACHE="$WORK/floor/gocache"
 FLOOR_DIR="$WORK/floor/native-copy"
+LOOKUP_GOCACHE="$WORK/lookup/gocache"
 
 workload_args() {
     case "$1" in
@@ -231,6 +234,7 @@ HELPER_WARN_RE='^ *(WARN|ERROR) |^gobuildcache: (error|warning)'
 
 # run_go PHASE WORKLOAD SIDE REP: one timed go invocation; appends a row to $SAMPLES.
 # Sides: native (Go's own cache), floor (protocol_floor on a copy of native's filled cache),
+# lookup (the same with -lookup: a disk lookup per get),
 # ours (our helper, local tier only), gocacher (go-cacher's disk cache), s3 / disk (our helper
 # with a remote tier), gcremote (go-cacher with gocached behind toxiproxy). ours and gocacher
 # keep their W1 caches, except gocacher in W3 (phase cold); s3, disk and gcremote get a
@@ -247,6 +251,7 @@ run_go() {
     case "$side" in
     native) gocache=$NATIVE_GOCACHE ;;
     floor) gocache=$FLOOR_GOCACHE ;;
+    lookup) gocache=$LOOKUP_GOCACHE ;;
     ours) gocache=$OURS_GOCACHE dir=$OURS_DIR ;;
     gocacher) gocache=$GC_GOCACHE dir=$GC_DIR ;;
     s3 | disk | gcremote) fresh=1 ;;
@@ -268,9 +273,11 @@ run_go() {
         (cd "$WORK" && GOCACHE="$gocache" go "${args[@]}") >"$log" 2>&1 || rc=$?
         t1=$(now_ns)
         ;;
-    floor)
+    floor | lookup)
+        local how=""
+        [[ "$side" == lookup ]] && how="-lookup "
         t0=$(now_ns)
-        (cd "$WORK" && GOCACHE="$gocache" GOCACHEPROG="$FLOOR_BIN $FLOOR_DIR" \
+        (cd "$WORK" && GOCACHE="$gocache" GOCACHEPROG="$FLOOR_BIN $how$FLOOR_DIR" \
             go "${args[@]}") >"$log" 2>&1 || rc=$?
         t1=$(now_ns)
         ;;
@@ -464,7 +471,7 @@ if [[ "$FLOOR" == 1 ]]; then
         { cat "$WORK/logs/floor-index.log" >&2; die "protocol_floor could not index $FLOOR_DIR"; }
     [[ -s "$FLOOR_DIR/protocol_floor.idx" ]] || die "protocol_floor wrote no index in $FLOOR_DIR"
     echo "floor_copy_bytes=$(du -sb "$FLOOR_DIR" | cut -f1)" >>"$META"
-    W1_SIDES=(native floor "${W1_SIDES[@]:1}")
+    W1_SIDES=(native floor lookup "${W1_SIDES[@]:1}")
 fi
 if ((WARMUP > 0)); then
     note "W1: $WARMUP warm-up run(s) per side (not counted)"

@@ -17,6 +17,13 @@
 //! and response over a pipe per get): no helper can be faster. bench/run.sh measures it as
 //! W1's "floor" side. At close it prints its counters to stderr, for the bench to check that
 //! every get was a hit.
+//!
+//! With `-lookup` first (`protocol_floor -lookup DIR`) each get also does the file work any
+//! helper that keeps its entries on disk must do before it can answer: open, read and close the
+//! entry file, check it names the expected output, and stat that output for its size (the go
+//! command's native cache does the same, and more, in its own process). Its answers are the
+//! same; the difference to the plain floor is the price of a per-get disk lookup on this
+//! machine, so a helper's time over this floor is what its own implementation adds.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -40,11 +47,16 @@ struct Request<'a> {
 }
 
 fn main() -> ExitCode {
-    let Some(dir) = std::env::args_os().nth(1) else {
-        eprintln!("usage: protocol_floor GOCACHE_DIR");
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    let lookup = args.first().is_some_and(|a| a == "-lookup");
+    if lookup {
+        args.remove(0);
+    }
+    let [dir] = &args[..] else {
+        eprintln!("usage: protocol_floor [-lookup] GOCACHE_DIR");
         return ExitCode::from(2);
     };
-    match run(Path::new(&dir)) {
+    match run(Path::new(dir), lookup) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("protocol_floor: error: {e}");
@@ -119,7 +131,38 @@ fn scan(dir: &Path) -> std::io::Result<HashMap<String, String>> {
     Ok(map)
 }
 
-fn run(dir: &Path) -> std::io::Result<()> {
+/// `-lookup`'s per-get disk work: the entry file of `action` (base64, as sent) names an output
+/// whose file is there with the entry's size. The answer itself still comes from memory.
+fn on_disk(dir: &Path, action: &str) -> Option<()> {
+    use std::io::Read as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(action)
+        .ok()?;
+    let hex: String = raw
+        .iter()
+        .flat_map(|b| {
+            [
+                DIGITS[(b >> 4) as usize] as char,
+                DIGITS[(b & 15) as usize] as char,
+            ]
+        })
+        .collect();
+    let mut entry = [0u8; 256];
+    let mut f = std::fs::File::open(dir.join(&hex[..2]).join(format!("{hex}-a"))).ok()?;
+    let n = f.read(&mut entry).ok()?;
+    drop(f);
+    let text = std::str::from_utf8(&entry[..n]).ok()?;
+    let p: Vec<&str> = text.split_whitespace().collect();
+    let [_, a, output, size, _] = p[..] else {
+        return None;
+    };
+    let size: u64 = size.parse().ok()?;
+    let body = dir.join(output.get(..2)?).join(format!("{output}-d"));
+    (a == hex && std::fs::metadata(body).ok()?.len() == size).then_some(())
+}
+
+fn run(dir: &Path, lookup: bool) -> std::io::Result<()> {
     let mut r = BufReader::new(std::io::stdin().lock());
     let mut w = BufWriter::new(std::io::stdout().lock());
     // The go command waits for this line before going on: send it before loading, so the load
@@ -127,6 +170,7 @@ fn run(dir: &Path) -> std::io::Result<()> {
     w.write_all(b"{\"ID\":0,\"KnownCommands\":[\"get\",\"close\"]}\n")?;
     w.flush()?;
     let map = load(dir)?;
+    let dir = std::fs::canonicalize(dir)?;
     let (mut gets, mut hits) = (0u64, 0u64);
     let mut line = String::new();
     loop {
@@ -145,7 +189,11 @@ fn run(dir: &Path) -> std::io::Result<()> {
         match &*req.command {
             "get" => {
                 gets += 1;
-                match req.action_id.and_then(|a| map.get(&*a)) {
+                let found = req.action_id.and_then(|a| {
+                    let tail = map.get(&*a)?;
+                    (!lookup || on_disk(&dir, &a).is_some()).then_some(tail)
+                });
+                match found {
                     Some(tail) => {
                         hits += 1;
                         write!(w, "{{\"ID\":{id},{tail}")?;
