@@ -49,7 +49,7 @@ pub struct GcsBackend {
     bucket: String,
     /// The API root: the public endpoint or an emulator.
     base: Url,
-    http: reqwest::Client,
+    http: super::LazyClient,
     auth: Auth,
     page_size: u32,
 }
@@ -121,14 +121,10 @@ impl GcsBuilder {
                 },
             ),
         };
-        let http = http.build().map_err(|e| Error::Backend {
-            backend: "gcs",
-            message: format!("creating the HTTP client: {}", chain(&e)),
-        })?;
         Ok(GcsBackend {
             bucket,
             base,
-            http,
+            http: super::LazyClient::new(http),
             auth,
             page_size: self.page_size,
         })
@@ -297,7 +293,7 @@ impl GcsBackend {
                 q.append_pair("pageToken", t);
             }
         }
-        let req = self.http.get(url).timeout(REQUEST_TIMEOUT);
+        let req = self.http.get()?.get(url).timeout(REQUEST_TIMEOUT);
         let resp = self.send(req, what, REQUEST_TIMEOUT).await?;
         if !resp.status().is_success() {
             return Err(status_error(what, resp).await);
@@ -376,7 +372,7 @@ impl Backend for GcsBackend {
         let mut url = self.object_url(key);
         url.query_pairs_mut().append_pair("alt", "media");
         let resp = self
-            .send(self.http.get(url), &what, REQUEST_TIMEOUT)
+            .send(self.http.get()?.get(url), &what, REQUEST_TIMEOUT)
             .await?;
         match resp.status() {
             s if s.is_success() => {}
@@ -416,6 +412,7 @@ impl Backend for GcsBackend {
         let limit = REQUEST_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_RATE);
         let req = self
             .http
+            .get()?
             .post(url)
             .header(CONTENT_TYPE, content_type)
             .header(CONTENT_LENGTH, length)
@@ -440,6 +437,7 @@ impl Backend for GcsBackend {
         let what = self.what("delete", key);
         let req = self
             .http
+            .get()?
             .delete(self.object_url(key))
             .timeout(REQUEST_TIMEOUT);
         let resp = self.send(req, &what, REQUEST_TIMEOUT).await?;

@@ -47,7 +47,7 @@ const PROPFIND_BODY: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
 pub struct HttpBackend {
     /// The base URL, its path ending in `/`.
     base: Url,
-    http: reqwest::Client,
+    http: super::LazyClient,
     auth: Option<HeaderValue>,
     /// Collections made (or found) by MKCOL, so each is made once per process.
     made: Mutex<HashSet<String>>,
@@ -105,15 +105,10 @@ impl HttpBackend {
             .retry(reqwest::retry::never())
             // A redirect could take the Authorization header elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gobuildcache/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Backend {
-                backend: "http",
-                message: format!("creating the HTTP client: {}", chain(&e)),
-            })?;
+            .user_agent(concat!("gobuildcache/", env!("CARGO_PKG_VERSION")));
         Ok(HttpBackend {
             base,
-            http,
+            http: super::LazyClient::new(http),
             auth,
             made: Mutex::new(HashSet::new()),
         })
@@ -132,12 +127,12 @@ impl HttpBackend {
         format!("http {op} {}{key}", self.base)
     }
 
-    fn request(&self, method: Method, key: &str) -> RequestBuilder {
-        let req = self.http.request(method, self.url(key));
-        match &self.auth {
+    fn request(&self, method: Method, key: &str) -> BackendResult<RequestBuilder> {
+        let req = self.http.get()?.request(method, self.url(key));
+        Ok(match &self.auth {
             Some(v) => req.header(AUTHORIZATION, v.clone()),
             None => req,
-        }
+        })
     }
 
     async fn send(
@@ -165,7 +160,7 @@ impl HttpBackend {
         ));
         let limit = REQUEST_TIMEOUT + Duration::from_secs(size / MIN_UPLOAD_RATE);
         let req = self
-            .request(Method::PUT, key)
+            .request(Method::PUT, key)?
             .header(IF_NONE_MATCH, "*")
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
@@ -187,7 +182,7 @@ impl HttpBackend {
             }
             let what = self.what("mkcol", &dir);
             let req = self
-                .request(Method::from_bytes(b"MKCOL").expect("a valid method"), &dir)
+                .request(Method::from_bytes(b"MKCOL").expect("a valid method"), &dir)?
                 .timeout(REQUEST_TIMEOUT);
             let resp = self.send(req, &what, REQUEST_TIMEOUT).await?;
             match resp.status().as_u16() {
@@ -212,7 +207,7 @@ impl HttpBackend {
             .request(
                 Method::from_bytes(b"PROPFIND").expect("a valid method"),
                 dir,
-            )
+            )?
             .header("Depth", "1")
             .header(CONTENT_TYPE, "application/xml; charset=utf-8")
             .timeout(REQUEST_TIMEOUT)
@@ -313,7 +308,7 @@ impl Backend for HttpBackend {
     async fn check(&self) -> BackendResult<()> {
         let what = format!("http check {}", self.base);
         let req = self
-            .request(Method::from_bytes(b"PROPFIND").expect("a valid method"), "")
+            .request(Method::from_bytes(b"PROPFIND").expect("a valid method"), "")?
             .header("Depth", "0")
             .header(CONTENT_TYPE, "application/xml; charset=utf-8")
             .timeout(REQUEST_TIMEOUT)
@@ -335,7 +330,7 @@ impl Backend for HttpBackend {
     async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
         let what = self.what("get", key);
         let resp = self
-            .send(self.request(Method::GET, key), &what, REQUEST_TIMEOUT)
+            .send(self.request(Method::GET, key)?, &what, REQUEST_TIMEOUT)
             .await?;
         match resp.status() {
             s if s.is_success() => {}
@@ -372,7 +367,7 @@ impl Backend for HttpBackend {
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         let what = self.what("delete", key);
-        let req = self.request(Method::DELETE, key).timeout(REQUEST_TIMEOUT);
+        let req = self.request(Method::DELETE, key)?.timeout(REQUEST_TIMEOUT);
         let resp = self.send(req, &what, REQUEST_TIMEOUT).await?;
         match resp.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => {

@@ -46,7 +46,10 @@ const STALL_GRACE: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 300;
 
 pub struct S3Backend {
-    client: Client,
+    conf: aws_sdk_s3::Config,
+    /// Built on first use, on an I/O thread: building it loads the system's root certificates
+    /// (measured: ~7 ms), which would otherwise hold up the go command's handshake.
+    client: std::sync::OnceLock<Client>,
     bucket: String,
     endpoint: Option<String>,
     put_attempt_timeout: Duration,
@@ -59,8 +62,9 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
-    /// Builds a client for `bucket`. Makes no network call when region and credentials are given;
-    /// otherwise the SDK's default chains may (environment, profile, instance metadata).
+    /// Configures a client for `bucket` (built on first use). Makes no network call when region
+    /// and credentials are given; otherwise the SDK's default chains may (environment, profile,
+    /// instance metadata).
     pub async fn new(bucket: &str, aws: &AwsSettings) -> Result<S3Backend, Error> {
         validate_bucket(bucket)?;
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -143,7 +147,8 @@ impl S3Backend {
             b = b.endpoint_url(crate::config::redact_url(url));
         }
         Ok(S3Backend {
-            client: Client::from_conf(b.build()),
+            conf: b.build(),
+            client: std::sync::OnceLock::new(),
             bucket: bucket.to_string(),
             endpoint: aws.endpoint_url.as_deref().map(crate::config::redact_url),
             put_attempt_timeout: PUT_ATTEMPT_TIMEOUT,
@@ -156,13 +161,12 @@ impl S3Backend {
     /// Overrides the connect timeout and the per-attempt timeout of every call (puts still get
     /// extra time for their size). For tests and unusual networks.
     pub fn with_timeouts(mut self, connect: Duration, attempt: Duration) -> S3Backend {
-        let conf = self
-            .client
-            .config()
+        self.conf = self
+            .conf
             .to_builder()
             .timeout_config(timeouts(connect, attempt))
             .build();
-        self.client = Client::from_conf(conf);
+        self.client = std::sync::OnceLock::new();
         self.put_attempt_timeout = attempt;
         self
     }
@@ -174,9 +178,10 @@ impl S3Backend {
         self
     }
 
-    /// The SDK client, as configured (for tests and diagnostics).
+    /// The SDK client, built on the first call.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.client
+            .get_or_init(|| Client::from_conf(self.conf.clone()))
     }
 
     pub fn bucket(&self) -> &str {
@@ -185,8 +190,7 @@ impl S3Backend {
 
     fn put_timeouts(&self, size: u64) -> TimeoutConfig {
         let connect = self
-            .client
-            .config()
+            .conf
             .timeout_config()
             .and_then(|t| t.connect_timeout())
             .unwrap_or(CONNECT_TIMEOUT);
@@ -213,7 +217,7 @@ impl S3Backend {
             Payload::Bytes(b) => ByteStream::from(b.clone()),
         };
         let mut req = self
-            .client
+            .client()
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -471,7 +475,7 @@ impl Backend for S3Backend {
     }
 
     async fn check(&self) -> BackendResult<()> {
-        self.client
+        self.client()
             .head_bucket()
             .bucket(&self.bucket)
             .send()
@@ -482,7 +486,7 @@ impl Backend for S3Backend {
 
     async fn get(&self, key: &str) -> BackendResult<Option<BodyReader>> {
         match self
-            .client
+            .client()
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -522,7 +526,7 @@ impl Backend for S3Backend {
         // writer can store the same key between the two; we accept that window, since either
         // body is a valid result for the key and readers verify every object they fetch.
         match self
-            .client
+            .client()
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -545,7 +549,7 @@ impl Backend for S3Backend {
 
     async fn delete(&self, key: &str) -> BackendResult<()> {
         match self
-            .client
+            .client()
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
@@ -560,7 +564,7 @@ impl Backend for S3Backend {
 
     async fn list(&self, prefix: &str) -> BackendResult<Vec<ObjectInfo>> {
         let mut pages = self
-            .client
+            .client()
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
@@ -590,7 +594,7 @@ impl Backend for S3Backend {
 
     async fn list_some(&self, prefix: &str, max: usize) -> BackendResult<(Vec<ObjectInfo>, bool)> {
         let page = self
-            .client
+            .client()
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
