@@ -158,6 +158,19 @@ impl LocalTier {
         }))
     }
 
+    /// Whether `id` has an entry here whose body is present at its size. Unlike
+    /// [`get`](Self::get) it touches nothing and removes nothing: for deciding what to fetch.
+    pub fn contains(&self, id: &ActionId) -> bool {
+        let mut buf = [0u8; record::RECORD_LEN + 1];
+        let Ok(n) = File::open(self.record_path(id)).and_then(|mut f| read_up_to(&mut f, &mut buf))
+        else {
+            return false;
+        };
+        Record::decode(&buf[..n]).is_some_and(|rec| {
+            fs::metadata(self.body_path(&rec.output_id)).is_ok_and(|m| m.len() == rec.size)
+        })
+    }
+
     /// Whether the body of `output_id` is here with `size` bytes; if so it is touched as a
     /// get's would be, so it stays while this process lives and [`point`](Self::point) can
     /// file an entry under it without writing it again.

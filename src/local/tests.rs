@@ -131,6 +131,34 @@ fn torn_and_damaged_entries_are_misses_and_removed() {
 }
 
 #[test]
+fn contains_neither_touches_nor_removes() {
+    let d = tempfile::tempdir().unwrap();
+    let t = LocalTier::open(d.path(), u64::MAX).unwrap();
+    assert!(!t.contains(&aid(1)));
+    let e = put(&t, &aid(1), b"0123456789");
+    age(&e.path, GRACE * 2);
+    let old = fs::metadata(&e.path).unwrap().modified().unwrap();
+    assert!(t.contains(&aid(1)));
+    assert_eq!(fs::metadata(&e.path).unwrap().modified().unwrap(), old);
+
+    // A body of the wrong size, a damaged record, a body gone: not here, and left for a
+    // get to deal with.
+    fs::write(&e.path, b"01234").unwrap();
+    assert!(!t.contains(&aid(1)));
+    assert!(e.path.exists() && t.record_path(&aid(1)).exists());
+    put(&t, &aid(2), b"abc");
+    let rec = t.record_path(&aid(2));
+    let mut bytes = fs::read(&rec).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&rec, &bytes).unwrap();
+    assert!(!t.contains(&aid(2)));
+    assert!(rec.exists());
+    let e = put(&t, &aid(3), b"gone");
+    fs::remove_file(&e.path).unwrap();
+    assert!(!t.contains(&aid(3)));
+}
+
+#[test]
 fn trim_removes_least_recently_used_first() {
     let d = tempfile::tempdir().unwrap();
     let old = LocalTier::open(d.path(), u64::MAX).unwrap();

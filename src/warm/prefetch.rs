@@ -178,7 +178,18 @@ impl Prefetch {
         self.tier.warm_start_found(entries.len());
         let keys = found.packs.clone();
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
-        if !keys.is_empty() && !entries.is_empty() {
+        // What is here already needs nothing, not even a pack's index: on a warm machine the
+        // packs opened early are dropped unread and the bodies are not touched.
+        let before = entries.len();
+        entries.retain(|a| !self.tier.local.contains(a));
+        Stats::add(
+            &self.stats().prefetch_local,
+            (before - entries.len()) as u64,
+        );
+        if entries.is_empty() {
+            return;
+        }
+        if !keys.is_empty() {
             let me = Arc::clone(self);
             let packs = Packs {
                 tier: Arc::clone(&self.tier),
