@@ -146,7 +146,7 @@ struct LazyConnector;
 
 impl HttpConnector for LazyConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        Ok(HttpClient::new(LazyClient {
+        Ok(HttpClient::new(LazyService {
             options: options.clone(),
             client: std::sync::OnceLock::new(),
         }))
@@ -154,13 +154,13 @@ impl HttpConnector for LazyConnector {
 }
 
 #[derive(Debug)]
-struct LazyClient {
+struct LazyService {
     options: ClientOptions,
     client: std::sync::OnceLock<Result<HttpClient, String>>,
 }
 
 #[async_trait]
-impl HttpService for LazyClient {
+impl HttpService for LazyService {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let client = self.client.get_or_init(|| {
             ReqwestConnector::default()

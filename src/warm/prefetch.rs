@@ -180,8 +180,17 @@ impl Prefetch {
         *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
         // What is here already needs nothing, not even a pack's index: on a warm machine the
         // packs opened early are dropped unread and the bodies are not touched.
+        // File lookups, one per entry: off the runtime's threads, which serve the go command.
         let before = entries.len();
-        entries.retain(|a| !self.tier.local.contains(a));
+        let local = Arc::clone(&self.tier.local);
+        let Ok(mut entries) = tokio::task::spawn_blocking(move || {
+            entries.retain(|a| !local.contains(a));
+            entries
+        })
+        .await
+        else {
+            return;
+        };
         Stats::add(
             &self.stats().prefetch_local,
             (before - entries.len()) as u64,
